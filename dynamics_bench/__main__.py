@@ -1,0 +1,3 @@
+from dynamics_bench.cli import main
+
+main()

@@ -1,0 +1,45 @@
+"""Metrics every model has: loss, gradient and parameter norms, distance from initialization, accuracy."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from dynamics_bench.metrics.base import Metric, Snapshot, flat_norm
+
+
+def loss(s: Snapshot) -> dict[str, Tensor]:
+    return {"loss": s.loss_and_grad()[0]}
+
+
+def grad_norm(s: Snapshot) -> dict[str, Tensor]:
+    return {"grad_norm": flat_norm(s.loss_and_grad()[1])}
+
+
+def param_norm(s: Snapshot) -> dict[str, Tensor]:
+    return {"param_norm": flat_norm(s.params)}
+
+
+def weight_change(s: Snapshot) -> dict[str, Tensor]:
+    """‖θ_t − θ_0‖ and its ratio to ‖θ_0‖ (NaN, written empty, when ‖θ_0‖ = 0)."""
+    change = flat_norm({k: p - s.params0[k] for k, p in s.params.items()})
+    norm0 = flat_norm(s.params0)
+    rel = torch.where(norm0 > 0, change / norm0, torch.full_like(change, float("nan")))
+    return {"weight_change": change, "weight_change_rel": rel}
+
+
+def accuracy(s: Snapshot) -> dict[str, Tensor]:
+    predicted = s.objective.loss_fn.predict(s.outputs())  # (E, n)
+    return {"accuracy": (predicted == s.y).to(s.x.dtype).mean(1)}
+
+
+def _needs_classification(objective, task) -> str | None:
+    return None if task.num_classes is not None else "needs a classification task"
+
+
+BASIC: dict[str, Metric] = {
+    "loss": Metric(loss),
+    "grad_norm": Metric(grad_norm),
+    "param_norm": Metric(param_norm),
+    "weight_change": Metric(weight_change),
+    "accuracy": Metric(accuracy, _needs_classification),
+}

@@ -1,0 +1,28 @@
+"""The training objective: a model, its task's data and a loss, evaluated for every ensemble member at once."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from dynamics_bench.losses import Loss
+from dynamics_bench.models.base import Model, Params
+
+
+class Objective:
+    """Per-member loss L_e(θ_e) and its gradient; members never mix, so one backward serves all of them."""
+
+    def __init__(self, *, model: Model, loss: Loss, sum_over_samples: bool):
+        self.model, self.loss_fn, self.sum_over_samples = model, loss, sum_over_samples
+
+    def loss(self, params: Params, x: Tensor, y: Tensor) -> Tensor:
+        """x (E, n, d), y (E, n, ...) -> loss (E,)."""
+        per_sample = self.loss_fn.per_sample(self.model.forward(params, x), y)  # (E, n)
+        return self.loss_fn.reduce(per_sample, self.sum_over_samples)
+
+    def loss_and_grad(self, params: Params, x: Tensor, y: Tensor) -> tuple[Tensor, Params]:
+        """Loss (E,) and its gradient, one tensor per parameter with the parameter's shape."""
+        with torch.enable_grad():
+            leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+            loss = self.loss(leaves, x, y)
+            grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
+        return loss.detach(), dict(zip(leaves, grads))

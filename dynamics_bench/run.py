@@ -1,0 +1,272 @@
+"""Build an experiment from a composed config and run it: ``run(cfg, out_dir)``.
+
+Everything is validated and built before any work starts; the outputs (metrics.csv, summary.json,
+final_params.pt, tb/, params/) go to out_dir, which is passed in, never taken from the working directory.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from dynamics_bench.batches import make_batches
+from dynamics_bench.config import ConfigError, choice, parse_section, require
+from dynamics_bench.losses import Loss, build_loss
+from dynamics_bench.metrics import MetricsConfig, Snapshot, evaluate, log_grid, select_metrics
+from dynamics_bench.metrics.base import Metric
+from dynamics_bench.models import build_model
+from dynamics_bench.models.base import Params
+from dynamics_bench.objective import Objective
+from dynamics_bench.sinks import CSVSink, LoggerConfig, ParamsSink, TensorBoardSink
+from dynamics_bench.tasks import build_task
+from dynamics_bench.tasks.base import Task
+from dynamics_bench.trainer import TrainResult, train
+from dynamics_bench.trainers import TRAINERS, Schedule
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+SECTIONS = ("model", "task", "loss", "trainer", "metrics", "logger", "ensemble")
+DATA_SEED_OFFSET = 2**31  # a member's minibatches/online samples come from its seed + this: apart from its init
+
+
+@dataclass
+class Experiment:
+    """A validated, fully built experiment: nothing has been computed yet."""
+
+    config: dict[str, Any]
+    seed: int
+    ensemble_size: int
+    device: torch.device
+    dtype: torch.dtype
+    task: Task
+    loss: Loss
+    objective: Objective
+    schedule: Schedule
+    metrics_config: MetricsConfig
+    metrics: dict[str, Metric]
+    logger: LoggerConfig
+
+    @property
+    def member_seeds(self) -> list[int]:
+        return [self.seed * self.ensemble_size + i for i in range(self.ensemble_size)]
+
+
+def to_plain(cfg: DictConfig | dict) -> dict[str, Any]:
+    """A resolved, plain-Python copy of the config (no DictConfig/ListConfig reaches torch)."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    return OmegaConf.to_container(OmegaConf.create(cfg), resolve=True, throw_on_missing=True)
+
+
+def resolve_device(value: Any) -> torch.device:
+    require(isinstance(value, str) and (value in ("cpu", "cuda", "auto") or value.startswith("cuda:")),
+            "device", value, "must be cpu, cuda, cuda:<index> or auto")
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if value.startswith("cuda"):
+        require(torch.cuda.is_available(), "device", value,
+                "CUDA is not available on this machine; use device=cpu or device=auto")
+        index = torch.device(value).index
+        require(index is None or index < torch.cuda.device_count(), "device", value,
+                f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device(value)
+
+
+def _section(cfg: dict, key: str) -> dict:
+    value = cfg.get(key, {})
+    require(isinstance(value, dict), key, value, "must be a config group (a mapping)")
+    return value
+
+
+def build(cfg: DictConfig | dict) -> Experiment:
+    """Validate the whole config and build every component; raises ConfigError before any work."""
+    plain = to_plain(cfg)
+    unknown = sorted(set(plain) - {"seed", "device", "dtype", *SECTIONS})
+    require(not unknown, unknown[0] if unknown else "", plain.get(unknown[0]) if unknown else None,
+            "unknown top-level key; allowed: seed, device, dtype, " + ", ".join(SECTIONS))
+    seed = plain.get("seed", 0)
+    require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", seed,
+            "must be an integer >= 0")
+    dtype = DTYPES[choice("dtype", plain.get("dtype", "float64"), DTYPES)]
+    device = resolve_device(plain.get("device", "cpu"))
+    ensemble = _section(plain, "ensemble")
+    require(set(ensemble) <= {"size"}, "ensemble." + next(iter(set(ensemble) - {"size"}), ""), None,
+            "unknown key; allowed keys: size")
+    size = ensemble.get("size", 1)
+    require(isinstance(size, int) and not isinstance(size, bool) and size >= 1, "ensemble.size", size,
+            "must be an integer >= 1")
+    trainer_section = _section(plain, "trainer")
+    trainer_cfg = parse_section(TRAINERS[choice("trainer.name", trainer_section.get("name"), TRAINERS)],
+                                trainer_section, "trainer")
+    metrics_cfg = parse_section(MetricsConfig, _section(plain, "metrics"), "metrics")
+    logger_cfg = parse_section(LoggerConfig, _section(plain, "logger"), "logger")
+    loss = build_loss(_section(plain, "loss"))
+    task = build_task(_section(plain, "task"), dtype=dtype, device=device)
+    model = build_model(_section(plain, "model"), input_dim=task.input_dim, output_dim=loss.output_dim(task))
+    objective = Objective(model=model, loss=loss, sum_over_samples=task.sum_over_samples)
+    metrics = select_metrics(metrics_cfg.names, objective, task)
+    return Experiment(plain, seed, size, device, dtype, task, loss, objective, trainer_cfg.schedule(),
+                      metrics_cfg, metrics, logger_cfg)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _versions() -> dict[str, str]:
+    names = ["dynamics_bench", "torch", "hydra-core", "omegaconf", "tensorboard", "pandas", "numpy"]
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _git_revision() -> str | None:
+    """The source checkout's commit (with -dirty for local changes), or None outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists are kept as values."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+class _Recorder:
+    """Turns snapshots into rows for every sink, remembering each member's last row."""
+
+    def __init__(self, exp: Experiment, out_dir: Path):
+        self.exp = exp
+        self.csv = CSVSink(out_dir / "metrics.csv")
+        self.tb = (TensorBoardSink(out_dir / "tb", exp.ensemble_size, exp.logger.tb_members)
+                   if exp.logger.tensorboard else None)
+        self.params = ParamsSink(out_dir / "params") if exp.metrics_config.save_params else None
+        self.last_rows: list[dict[str, float]] = []
+
+    def __call__(self, snapshot: Snapshot) -> dict[str, torch.Tensor]:
+        values = evaluate(self.exp.metrics, snapshot)
+        table = torch.stack([v.to(torch.float64) for v in values.values()], 1).cpu().tolist()  # (E, metrics)
+        rows = [dict(zip(values, r)) for r in table]
+        self.csv.write(snapshot.step, snapshot.t, rows)
+        if self.tb is not None:
+            self.tb.write(snapshot.step, snapshot.t, rows)
+        if self.params is not None:
+            self.params.save(snapshot.step, snapshot.t, snapshot.params)
+        self.last_rows = rows
+        return values
+
+    def close(self) -> None:
+        self.csv.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]]) -> dict[str, Any]:
+    statuses = [m.status for m in result.members]
+    status = ("diverged" if "diverged" in statuses else
+              "converged" if all(s == "converged" for s in statuses) else "max_steps")
+    members = []
+    for i, (m, row) in enumerate(zip(result.members, rows)):
+        members.append({
+            "member": i, "seed": exp.member_seeds[i], "status": m.status if m.status != "running" else "max_steps",
+            "stop_step": m.stop_step, "diverged_step": m.stop_step if m.status == "diverged" else None,
+            "final_loss": _finite_or_none(row["loss"]), "time_to_target": m.time_to_target,
+            "final": {k: _finite_or_none(v) for k, v in row.items()},
+        })
+    losses = [m["final_loss"] for m in members]
+    times = [m["time_to_target"] for m in members]
+    return {
+        "status": status, "steps": result.steps, "t": result.t,
+        "final_loss": None if None in losses else sum(losses) / len(losses),  # mean over members
+        "time_to_target": None if None in times else max(times),  # when the last member got there
+        "wall_seconds": result.wall_seconds,
+        "steps_per_second": result.steps / result.wall_seconds if result.wall_seconds > 0 else None,
+        "grad_evals": result.grad_evals, "ensemble_size": exp.ensemble_size,
+        "device": str(exp.device), "dtype": str(exp.dtype).removeprefix("torch."),
+        "versions": _versions(), "git_revision": _git_revision(), "config": exp.config, "members": members,
+    }
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str, allow_nan=False) + "\n")
+
+
+def init_params(exp: Experiment) -> Params:
+    """Member i from its own generator seeded seed·E + i, drawn in float64 on the CPU, then moved."""
+    generators = [torch.Generator().manual_seed(s) for s in exp.member_seeds]
+    params = exp.objective.model.init_params(generators)
+    return {k: v.to(device=exp.device, dtype=exp.dtype) for k, v in params.items()}
+
+
+def run_experiment(exp: Experiment, out_dir: str | Path) -> dict[str, Any]:
+    """Train a built experiment, writing every output to out_dir; returns the summary."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    recorder = _Recorder(exp, out_dir)
+    try:
+        params0 = init_params(exp)
+        data_generators = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in exp.member_seeds]
+        batches = make_batches(exp.task, exp.schedule.batch_size, exp.ensemble_size, data_generators)
+        x, y = exp.task.data()
+        x, y = x.expand(exp.ensemble_size, *x.shape), y.expand(exp.ensemble_size, *y.shape)
+
+        def snapshot(**kw: Any) -> Snapshot:
+            return Snapshot(params0=params0, objective=exp.objective, task=exp.task, x=x, y=y, **kw)
+
+        steps = exp.schedule.steps
+        show = exp.logger.progress and sys.stderr.isatty()
+        with tqdm(total=steps, disable=not show, leave=False, unit="step") as bar:
+            every = max(1, steps // 200)
+            result = train(objective=exp.objective, params=params0, batches=batches, schedule=exp.schedule,
+                           grid=log_grid(steps, exp.metrics_config.points, exp.metrics_config.every),
+                           on_log=recorder, snapshot=snapshot,
+                           progress=lambda k: bar.update(every) if k % every == 0 and k > 0 else None)
+        torch.save({k: v.detach().cpu() for k, v in result.params.items()}, out_dir / "final_params.pt")
+        summary = _summary(exp, result, recorder.last_rows)
+        _write_json(out_dir / "summary.json", summary)
+        if recorder.tb is not None:
+            final = {"loss": summary["final_loss"], "time_to_target": summary["time_to_target"]}
+            recorder.tb.write_hparams(flatten({k: exp.config[k] for k in exp.config if k != "metrics"}), final)
+        return summary
+    except Exception as exc:
+        _write_json(out_dir / "summary.json", {
+            "status": "failed", "reason": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+            "wall_seconds": time.time() - started, "config": exp.config,
+            "versions": _versions(), "git_revision": _git_revision()})
+        raise
+    finally:
+        recorder.close()
+
+
+def run(cfg: DictConfig | dict, out_dir: str | Path) -> dict[str, Any]:
+    """Validate `cfg` (a composed config: see :func:`dynamics_bench.compose`), train, write every output to
+    out_dir, and return the summary (also in out_dir/summary.json). Raises ConfigError before any work."""
+    return run_experiment(build(cfg), out_dir)

@@ -1,0 +1,33 @@
+"""Shared test helpers: compose the real config with overrides, list a group's options by glob."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dynamics_bench import CONF_DIR, compose
+from dynamics_bench.run import run
+
+QUIET = ["logger.progress=false"]
+
+
+def options(group: str) -> list[str]:
+    """Every option of a config group, found by glob (a new YAML file is picked up automatically)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def make_cfg(*overrides: str):
+    return compose(*QUIET, *overrides)
+
+
+def run_overrides(tmp_path: Path, *overrides: str, name: str = "run") -> dict:
+    """Compose with overrides, run in-process into tmp_path/name, return the summary."""
+    return run(make_cfg(*overrides), tmp_path / name)
+
+
+@pytest.fixture
+def cpu_only(monkeypatch):
+    """Pretend no GPU is present (for device=cuda error tests on GPU machines)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
