@@ -41,6 +41,7 @@ class DeepLinear(Model):
 
     def __init__(self, *, depth: int, width: int, init: str, init_scale: float, init_values: list | None,
                  input_dim: int, output_dim: int):
+        # Validates (raises ConfigError) also when the model is built directly rather than by build_model.
         DeepLinearConfig(depth=depth, width=width, init=init, init_scale=init_scale, init_values=init_values)
         self.depth, self.width, self.init, self.init_scale = depth, width, init, init_scale
         self.input_dim, self.output_dim = input_dim, output_dim
