@@ -25,15 +25,15 @@ def compose(*overrides: str, config_name: str = "config"):
 
 
 def run(cfg, out_dir):
-    """Validate, train and write outputs to out_dir; returns the summary. See dynamics_bench.run.run."""
-    from dynamics_bench.run import run as _run
+    """Validate, train and write outputs to out_dir; returns the summary. See dynamics_bench.experiment.run."""
+    from dynamics_bench.experiment import run as _run
 
     return _run(cfg, out_dir)
 
 
 def aggregate(path):
-    """One row per run and member of a sweep (or one run) directory; see dynamics_bench.aggregate."""
-    from dynamics_bench.aggregate import aggregate as _aggregate
+    """One row per run and member of a sweep (or one run) directory; see dynamics_bench.sweep.aggregate."""
+    from dynamics_bench.sweep import aggregate as _aggregate
 
     return _aggregate(path)
 

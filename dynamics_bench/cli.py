@@ -1,6 +1,6 @@
 """Command line: ``dynamics-bench [overrides]`` / ``python -m dynamics_bench``; ``-m`` for a Hydra multirun.
 
-The Hydra entry only resolves the output directory and hands over to :func:`dynamics_bench.run.run_experiment`.
+The Hydra entry only resolves the output directory and hands over to :func:`dynamics_bench.experiment.run_experiment`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from dynamics_bench.config import ConfigError
-from dynamics_bench.run import build, run_experiment
+from dynamics_bench.experiment import build, run_experiment
 
 
 def one_line(summary: dict[str, Any], out_dir: str) -> str:

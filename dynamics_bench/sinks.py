@@ -56,26 +56,36 @@ class TensorBoardSink:
     tb_members as runs tb/member_<i>, so TensorBoard overlays them on the mean's chart."""
 
     def __init__(self, path: Path, ensemble_size: int, tb_members: int):
-        from torch.utils.tensorboard import SummaryWriter  # imported here: slow, and optional per run
+        from tensorboard.compat.proto.summary_pb2 import Summary  # imported here: slow, and optional per run
+        from torch.utils.tensorboard import SummaryWriter
 
+        self._summary = Summary
         self.root = SummaryWriter(str(path))
         shown = min(ensemble_size, tb_members) if ensemble_size > 1 else 0
         self.members = [SummaryWriter(str(path / f"member_{i}")) for i in range(shown)]
 
     def write(self, step: int, t: float, rows: Rows) -> None:
+        # The values add_scalar writes (simple_value), but one event per writer and step holding all of them:
+        # each event is a queue hand-off to the writer's thread, most of the cost of logging a step.
+        Summary = self._summary
+        root: list = []
+        members: list[list] = [[] for _ in self.members]
         for name in rows[0]:
-            values = torch.tensor([r[name] for r in rows], dtype=torch.float64)
-            finite = values[torch.isfinite(values)]
-            if finite.numel() == 0:
+            values = [r[name] for r in rows]
+            finite = [v for v in values if math.isfinite(v)]
+            if not finite:
                 continue
-            self.root.add_scalar(name, finite.mean().item(), step)
+            root.append(Summary.Value(tag=name, simple_value=math.fsum(finite) / len(finite)))
             if len(rows) > 1:
-                self.root.add_scalar(f"ensemble/{name}_min", finite.min().item(), step)
-                self.root.add_scalar(f"ensemble/{name}_max", finite.max().item(), step)
-            for writer, row in zip(self.members, rows):
-                if math.isfinite(row[name]):
-                    writer.add_scalar(name, row[name], step)
-        self.root.add_scalar("t", t, step)
+                root.append(Summary.Value(tag=f"ensemble/{name}_min", simple_value=min(finite)))
+                root.append(Summary.Value(tag=f"ensemble/{name}_max", simple_value=max(finite)))
+            for scalars, value in zip(members, values):
+                if math.isfinite(value):
+                    scalars.append(Summary.Value(tag=name, simple_value=value))
+        root.append(Summary.Value(tag="t", simple_value=t))
+        for writer, scalars in zip([self.root, *self.members], [root, *members]):
+            if scalars:
+                writer._get_file_writer().add_summary(Summary(value=scalars), step)
 
     def write_hparams(self, hparams: dict[str, Any], final: dict[str, float]) -> None:
         """Hyperparameters with final metrics, in the run's own folder (run_name='.')."""

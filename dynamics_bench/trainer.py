@@ -74,7 +74,8 @@ def train(*, objective: Objective, params: Params, batches: Batches, schedule: S
                 loss, grad, new = objective.loss(params, x, y), None, None
         _check(members, loss.tolist(), step, t, schedule, target=batches.full, divergence=True)
         finished = all(m.status != "running" for m in members)
-        if step in grid or step == schedule.steps or finished:
+        stopped = any(m.stop_step == step for m in members)  # a member's stop step always gets its row
+        if step in grid or step == schedule.steps or finished or stopped:
             cached = (loss, grad) if batches.full else (None, None)
             logged = on_log(snapshot(step=step, t=t, params=params, loss=cached[0], grad=cached[1]))
             if not batches.full:

@@ -5,7 +5,7 @@ Problem: two-layer ReLU teacher-student, d=50 inputs, r=5 teacher neurons, m=20 
 samples, float32 on the CPU, full-batch GD with the gd trainer's learning rate.
 
 * harness: the real config, composed as a user would (``dynamics_bench.compose``), run end to end by
-  ``dynamics_bench.run.run`` into a temporary directory with the DEFAULT metrics (``names=auto`` on the
+  ``dynamics_bench.experiment.run`` into a temporary directory with the DEFAULT metrics (``names=auto`` on the
   100-point log grid) and logger (metrics.csv + TensorBoard). Its steps/s is summary["steps_per_second"]:
   the training loop's own wall time, metric logging included. The end-to-end wall time (build, init,
   loop, final_params.pt, summary.json, TensorBoard hparams) is reported separately.
@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from dynamics_bench import compose
-from dynamics_bench.run import build, init_params, run
+from dynamics_bench.experiment import build, init_params, run
 
 TARGET = 0.9
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +56,7 @@ def overrides(steps: int) -> list[str]:
 
 
 def run_harness(cfg) -> dict:
-    """One end-to-end run through dynamics_bench.run.run with the default metrics and logger."""
+    """One end-to-end run through dynamics_bench.experiment.run with the default metrics and logger."""
     with tempfile.TemporaryDirectory(prefix="dynbench_bench_") as out:
         start = time.perf_counter()
         summary = run(cfg, out)
@@ -135,7 +135,7 @@ def markdown(res: dict) -> str:
         f"Two-layer ReLU teacher-student (d={PROBLEM['input_dim']}, r={PROBLEM['teacher_width']}, "
         f"m={PROBLEM['width']}, n={PROBLEM['n']}, float32, CPU), full-batch GD, N={res['steps']} steps, "
         f"{res['repeats']} interleaved pairs in one process, {m['threads']} thread(s). The harness runs end to "
-        "end through `dynamics_bench.run.run` with the default metrics (every applicable metric on the "
+        "end through `dynamics_bench.experiment.run` with the default metrics (every applicable metric on the "
         "100-point log grid) and logger (metrics.csv + TensorBoard); its steps/s is the training loop's wall "
         "time (metrics included), the hand-written loop is plain autograd + in-place SGD on the same data "
         "and initial parameters.",
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         "final_loss_rtol": LOSS_RTOL, "final_loss_agree": rel <= LOSS_RTOL,
     }
     info["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    res = {"what": "harness GD loop (dynamics_bench.run.run, default metrics and logger) vs hand-written "
+    res = {"what": "harness GD loop (dynamics_bench.experiment.run, default metrics and logger) vs hand-written "
                    "PyTorch GD loop, same data/init/dtype/threads, interleaved in one process",
            "problem": PROBLEM, "lr": prob["lr"], "steps": args.steps, "repeats": args.repeats,
            "threads_set": args.threads is not None, "overrides": overrides(args.steps),

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from dynamics_bench import CONF_DIR, compose
-from dynamics_bench.run import run
+from dynamics_bench.experiment import run
 
 QUIET = ["logger.progress=false"]
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from dynamics_bench.integrators import euler_step
-from dynamics_bench.run import build, init_params
+from dynamics_bench.experiment import build, init_params
 from tests.conftest import make_cfg, run_overrides
 
 FAST = ("logger.tensorboard=false",)
@@ -73,11 +73,11 @@ def imbalances(mats: list[torch.Tensor]) -> list[torch.Tensor]:
 # Conservation of the imbalance under the flow (theory §1.2, §4)
 def test_rk4_conserves_deep_linear_imbalance(tmp_path):
     """C_i is quadratic in θ. RK4 conserves linear invariants exactly but quadratic ones only up to its local
-    error, O(h⁵) per step (here h·λ_max ≈ 0.01·O(1), so (hλ)⁵/5! ~ 1e-12 per step), i.e. O(h⁴) after
-    t_max/h = 200 steps: about 1e-11 relative on this problem. The bound 1e-9 leaves a margin of ~20x; an
-    order-1 integrator (Euler/GD, drift ≈ η·t·‖G‖²/scale ~ 1e-3, checked below) or a wrong RK4 coefficient
-    (order ≤ 3: ≥ 1e-7) would fail it. init_scale=0.7 and an O(0.5) target keep λ_max = O(1): at init_scale 1
-    with an O(2) target the same h gives ~1e-8 (the O(h⁴) constant grows like λ⁵), see the next test."""
+    truncation error, O(h⁵) per step, so the drift after t_max/h = 200 steps is O(h⁴)·t_max (the next test
+    checks that scaling). The constant grows like λ⁵ (λ: local Hessian scale), so init_scale=0.7 and an O(0.5)
+    target keep h·λ small: measured drift_rel ≤ 6e-11 for these three members, under the 1e-9 bound by ~17x.
+    (At init_scale 1 with an O(2) target the same h gives ~1e-8: the bound is about this problem, not RK4
+    in general.) GD/Euler at the same step drifts by 2e-4..7e-4 (checked below)."""
     s = go(tmp_path, *DEEP3, "task.target=[[0.5,0.2],[0.1,-0.4]]", "model.init_scale=0.7", "ensemble.size=3",
            "trainer=gradient_flow", "trainer.method=rk4", "trainer.h=0.01", "trainer.t_max=2", "metrics.points=10")
     assert s["steps"] == 200 and s["t"] == pytest.approx(2.0)
@@ -106,8 +106,8 @@ def test_rk4_imbalance_drift_is_fourth_order(tmp_path):
 
 def test_rk4_conserves_two_layer_relu_neuron_imbalance(tmp_path):
     """a_j² − ‖w_j‖² is conserved by the flow for ReLU (1-homogeneous; Du–Hu–Lee 2018 Thm 2.1). ReLU is not
-    smooth, so RK4 can lose order at kinks; with h = 1e-3 over 200 steps the drift is still ~1e-11 (measured),
-    so 1e-8 is a safe bound; GD at the same step drifts by ~1e-4 (checked)."""
+    smooth, so RK4 can lose order where a sample crosses a kink; with h = 1e-3 over 200 steps the drift is still
+    ≤ 2.2e-11 (measured), so 1e-8 is a safe bound; GD at the same step drifts by 1.6e-5..1.7e-4 (checked)."""
     common = ("model=two_layer", "model.activation=relu", "model.output_layer=trainable", "model.width=6",
               "task=teacher", "task.n=50", "ensemble.size=3", "metrics.points=5")
     s = go(tmp_path, *common, "trainer=gradient_flow", "trainer.method=rk4", "trainer.h=1e-3", "trainer.t_max=0.2")
@@ -116,7 +116,7 @@ def test_rk4_conserves_two_layer_relu_neuron_imbalance(tmp_path):
         assert m["final"]["imbalance"] > 1e-2 and m["final"]["weight_change_rel"] > 1e-3
         assert m["final"]["imbalance_drift_rel"] <= 1e-8
     g = go(tmp_path, *common, "trainer=gd", "trainer.lr=1e-3", "trainer.steps=200", name="gd")
-    assert min(m["final"]["imbalance_drift_rel"] for m in g["members"]) > 1e-7
+    assert min(m["final"]["imbalance_drift_rel"] for m in g["members"]) > 1e-6
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -292,7 +292,7 @@ def simulate_gd(w1: np.ndarray, w2: np.ndarray, y: float, lr: float, steps: int,
     losses = []
     with np.errstate(over="ignore", invalid="ignore"):
         for k in range(steps + 1):
-            r = float(w2 @ w1) - y
+            r = (w2 @ w1).item() - y
             loss = 0.5 * r * r  # the loss's own evaluation order ((½r)·r), so overflow happens at the same step
             losses.append(loss)
             if not math.isfinite(loss) or loss > threshold:
@@ -320,11 +320,13 @@ def test_divergence_stops_one_member_and_the_others_go_on(tmp_path, threshold):
     numpy oracle decides which member diverges and when; with threshold 1e300 the loss must overflow to inf
     first, exercising non-finite values in metrics.csv and summary.json."""
     steps = 40
-    overrides = (*DIVERGE, f"trainer.steps={steps}", f"trainer.divergence_threshold={threshold}")
+    overrides = (*DIVERGE, f"trainer.steps={steps}", f"trainer.divergence_threshold={threshold}",
+                 "metrics.every=5")  # a sparse grid: the divergence step must be logged because it is one
     w1s, w2s = vector_inits(*overrides)
     expected = [simulate_gd(a, b, 1.0, 0.5, steps, threshold=threshold) for a, b in zip(w1s, w2s)]
     statuses = [e[0] for e in expected]
     assert "diverged" in statuses and "max_steps" in statuses  # the construction really is mixed
+    assert all(e[1] % 5 for e in expected if e[0] == "diverged")  # not on the grid by chance
     s = go(tmp_path, *overrides)  # must not raise
     summary = strict_json(tmp_path / "run" / "summary.json")
     assert summary["status"] == s["status"] == "diverged"

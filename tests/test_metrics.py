@@ -20,7 +20,7 @@ from dynamics_bench.metrics.base import Snapshot
 from dynamics_bench.models.deep_linear import DeepLinear
 from dynamics_bench.models.two_layer import TwoLayer
 from dynamics_bench.objective import Objective
-from dynamics_bench.run import build
+from dynamics_bench.experiment import build
 from dynamics_bench.tasks.base import Teacher
 from tests.conftest import make_cfg
 

@@ -85,9 +85,12 @@ def plot(path: str | Path, metric: str) -> Path:
     data = load_metrics(root)
     if metric not in data:
         raise KeyError(f"no column {metric!r} in the runs' metrics.csv; columns: {', '.join(data.columns)}")
+    fixed = {"run", "step", "t", "member", *pd.read_csv(next(root.rglob("metrics.csv")), nrows=0).columns}
+    varying = [c for c in data.columns if c not in fixed and data[c].nunique(dropna=False) > 1]
     fig, ax = plt.subplots(figsize=(6, 4))
     for (run, member), group in data.groupby(["run", "member"]):
-        ax.plot(group["t"], group[metric], label=f"{run} [{member}]" if data["member"].max() else run)
+        label = ", ".join(f"{k}={group[k].iloc[0]}" for k in varying) or run
+        ax.plot(group["t"], group[metric], label=f"{label} [member {member}]" if data["member"].max() else label)
     positive = (data["t"] > 0).any() and (data[metric].dropna() > 0).all()
     if positive:
         ax.set_xscale("log")
