@@ -25,6 +25,17 @@ def run_overrides(tmp_path: Path, *overrides: str, name: str = "run") -> dict:
     return run(make_cfg(*overrides), tmp_path / name)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only add overhead (and thrash on a busy 2-core machine)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def cpu_only(monkeypatch):
     """Pretend no GPU is present (for device=cuda error tests on GPU machines)."""

@@ -24,13 +24,7 @@ DEEP3 = ("model=deep_linear", "model.depth=3", "model.width=4", "task=matrix_cos
 VECTOR = ("model=deep_linear", "model.depth=2", "model.width=3", "task=matrix_cost")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and thrash on a busy 2-core machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def go(tmp_path: Path, *overrides: str, name: str = "run") -> dict:
