@@ -10,6 +10,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from dynamics_bench.config import require
 from dynamics_bench.tasks.base import Task
 
 
@@ -57,6 +58,13 @@ class OnlineBatch:
 
     def __call__(self) -> tuple[Tensor, Tensor]:
         return self.task.sample(self.generators, self.batch_size)
+
+
+def check_batch_size(task: Task, batch_size: int | None) -> None:
+    """A minibatch of a fixed data set cannot exceed it (drawn without replacement); online tasks have no limit."""
+    n = task.data()[0].shape[0]
+    require(task.online or batch_size is None or batch_size <= n, "trainer.batch_size", batch_size,
+            f"must be <= the task's {n} samples (minibatches are drawn without replacement)")
 
 
 def make_batches(task: Task, batch_size: int | None, ensemble_size: int,

@@ -10,10 +10,11 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 from dynamics_bench.config import ConfigError
-from dynamics_bench.experiment import build, run_experiment
+from dynamics_bench.experiment import build, run_experiment, write_failed
 
 
 def one_line(summary: dict[str, Any], out_dir: str) -> str:
@@ -28,11 +29,15 @@ def one_line(summary: dict[str, Any], out_dir: str) -> str:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _hydra_entry(cfg: DictConfig) -> None:
-    out_dir = HydraConfig.get().runtime.output_dir
+    hydra_cfg = HydraConfig.get()
+    out_dir = hydra_cfg.runtime.output_dir
     try:
         experiment = build(cfg)
     except ConfigError as exc:
         print(f"dynamics-bench: config error: {exc}", file=sys.stderr)
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # record this job as failed and let the sweep go on
+            write_failed(out_dir, exc, OmegaConf.to_container(cfg, resolve=False))
+            return
         sys.exit(2)
     print(f"dynamics-bench: writing to {Path(out_dir).resolve()}", flush=True)
     summary = run_experiment(experiment, out_dir)

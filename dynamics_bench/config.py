@@ -8,6 +8,7 @@ type; range checks live in each dataclass's ``__post_init__`` and raise :class:`
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
@@ -76,7 +77,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         require(isinstance(value, int) and not isinstance(value, bool), key, value, "must be an integer")
         return value
     if tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
         require(ok, key, value, "must be a number")
         return float(value)
     if tp is str:
@@ -108,8 +109,9 @@ def parse_section(schema: type[T], values: dict[str, Any], prefix: str) -> T:
     return schema(**kwargs)
 
 
-def positive(key: str, value: float | int | None, allow_none: bool = False) -> None:
-    """Require value > 0 (or None when allowed)."""
+def positive(key: str, value: float | int | None, allow_none: bool = False, allow_inf: bool = False) -> None:
+    """Require a finite value > 0 (or None / inf when allowed)."""
     if value is None and allow_none:
         return
     require(value is not None and value > 0, key, value, "must be > 0")
+    require(allow_inf or math.isfinite(value), key, value, "must be finite")

@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from dynamics_bench.batches import make_batches
+from dynamics_bench.batches import check_batch_size, make_batches
 from dynamics_bench.config import ConfigError, choice, parse_section, require
 from dynamics_bench.losses import Loss, build_loss
 from dynamics_bench.metrics import MetricsConfig, Snapshot, evaluate, log_grid, select_metrics
@@ -115,6 +115,7 @@ def build(cfg: DictConfig | dict) -> Experiment:
     task = build_task(_section(plain, "task"), dtype=dtype, device=device)
     model = build_model(_section(plain, "model"), input_dim=task.input_dim, output_dim=loss.output_dim(task))
     objective = Objective(model=model, loss=loss, sum_over_samples=task.sum_over_samples)
+    check_batch_size(task, trainer_cfg.schedule().batch_size)
     metrics = select_metrics(metrics_cfg.names, objective, task)
     return Experiment(plain, seed, size, device, dtype, task, loss, objective, trainer_cfg.schedule(),
                       metrics_cfg, metrics, logger_cfg)
@@ -200,11 +201,11 @@ def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]])
             "final_loss": _finite_or_none(row["loss"]), "time_to_target": m.time_to_target,
             "final": {k: _finite_or_none(v) for k, v in row.items()},
         })
-    losses = [m["final_loss"] for m in members]
+    losses = [m["final_loss"] for m in members if m["status"] != "diverged"]
     times = [m["time_to_target"] for m in members]
     return {
         "status": status, "steps": result.steps, "t": result.t,
-        "final_loss": None if None in losses else sum(losses) / len(losses),  # mean over members
+        "final_loss": None if None in losses or not losses else sum(losses) / len(losses),  # mean, not diverged
         "time_to_target": None if None in times else max(times),  # when the last member got there
         "wall_seconds": result.wall_seconds,
         "steps_per_second": result.steps / result.wall_seconds if result.wall_seconds > 0 else None,
@@ -214,8 +215,27 @@ def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]])
     }
 
 
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats (a config may say inf) as the strings "inf"/"-inf"/"nan": summary.json stays JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str, allow_nan=False) + "\n")
+    path.write_text(json.dumps(_json_safe(data), indent=2, default=str, allow_nan=False) + "\n")
+
+
+def write_failed(out_dir: str | Path, exc: Exception, config: dict[str, Any], wall_seconds: float = 0.0) -> None:
+    """summary.json of a run that raised: status failed, the reason, and what is needed to reproduce it."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    _write_json(Path(out_dir) / "summary.json", {
+        "status": "failed", "reason": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+        "wall_seconds": wall_seconds, "config": config, "versions": _versions(), "git_revision": _git_revision()})
 
 
 def init_params(exp: Experiment) -> Params:
@@ -257,10 +277,7 @@ def run_experiment(exp: Experiment, out_dir: str | Path) -> dict[str, Any]:
             recorder.tb.write_hparams(flatten({k: exp.config[k] for k in exp.config if k != "metrics"}), final)
         return summary
     except Exception as exc:
-        _write_json(out_dir / "summary.json", {
-            "status": "failed", "reason": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
-            "wall_seconds": time.time() - started, "config": exp.config,
-            "versions": _versions(), "git_revision": _git_revision()})
+        write_failed(out_dir, exc, exp.config, time.time() - started)
         raise
     finally:
         recorder.close()

@@ -64,7 +64,8 @@ class RegressionLoss(Loss):
     def elementwise(r: Tensor) -> Tensor: ...
 
     def per_sample(self, yhat: Tensor, y: Tensor) -> Tensor:
-        return self.elementwise(yhat - y).sum(-1)  # (E, n, o) -> (E, n)
+        e = self.elementwise(yhat - y)  # (E, n, o)
+        return e.squeeze(-1) if e.shape[-1] == 1 else e.sum(-1)  # (E, n); one output: the same value, no kernel
 
     def output_dim(self, task: Task) -> int:
         require(task.num_classes is None, "loss.name", self.name,

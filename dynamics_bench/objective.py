@@ -24,5 +24,5 @@ class Objective:
         with torch.enable_grad():
             leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
             loss = self.loss(leaves, x, y)
-            grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
+            grads = torch.autograd.grad(loss, list(leaves.values()), torch.ones_like(loss))  # = of loss.sum()
         return loss.detach(), dict(zip(leaves, grads))

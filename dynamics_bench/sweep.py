@@ -41,7 +41,7 @@ def _rows(run_dir: Path, root: Path) -> list[dict[str, Any]]:
         return [{**base, "reason": summary.get("reason")}]
     rows = []
     for m in summary["members"]:
-        row = {**base, "member": m["member"], "seed": m["seed"], "status": m["status"],
+        row = {**base, "member": m["member"], "member_seed": m["seed"], "status": m["status"],
                "stop_step": m["stop_step"], "final_loss": m["final_loss"], "time_to_target": m["time_to_target"]}
         row.update({f"final_{k}": v for k, v in m["final"].items() if k != "loss"})
         rows.append(row)

@@ -33,13 +33,13 @@ class _Common:
     def _check_common(self) -> None:
         require(self.target_loss is None or self.target_loss >= 0, "trainer.target_loss", self.target_loss,
                 "must be >= 0 or null")
-        positive("trainer.divergence_threshold", self.divergence_threshold)
+        positive("trainer.divergence_threshold", self.divergence_threshold, allow_inf=True)  # inf: NaN/inf only
 
 
 @dataclass
 class GDConfig(_Common):
     name: str = "gd"
-    lr: float = 0.01
+    lr: float = 0.05
     steps: int = 1000
 
     def __post_init__(self) -> None:

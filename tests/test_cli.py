@@ -119,7 +119,7 @@ def test_multirun_aggregate(tmp_path):
     assert len(table) == 2
     assert sorted(table["trainer.lr"]) == [0.01, 0.02]
     assert (table["trainer.steps"] == 10).all()
-    for column in ("final_loss", "status", "run_final_loss", "run_status", "steps", "t", "member", "seed",
+    for column in ("final_loss", "status", "run_final_loss", "run_status", "steps", "t", "member", "member_seed",
                    "wall_seconds"):
         assert column in table.columns, column
     assert set(table["status"]) == {"max_steps"} and (table["steps"] == 10).all()
@@ -148,7 +148,7 @@ def test_multirun_aggregate_ensemble(tmp_path):
     assert sorted(table["trainer.lr"]) == [0.01, 0.01, 0.02, 0.02]
     for _, group in table.groupby("trainer.lr"):
         assert sorted(group["member"]) == [0, 1]
-        assert group["seed"].nunique() == 2
+        assert group["member_seed"].nunique() == 2
         assert group["final_loss"].nunique() == 2, "members start from different inits"
         assert group["run_final_loss"].iloc[0] == pytest.approx(group["final_loss"].mean())
     assert dynamics_bench.aggregate(sweep).to_csv(index=False) == (sweep / "sweep.csv").read_text()
@@ -188,6 +188,8 @@ ERRORS = {  # id: (overrides, key, value as it must appear in the message)
     "cuda": (["device=cuda"], "device", "cuda"),
     "float16": (["dtype=float16"], "dtype", "float16"),
     "steps_mistyped": (["trainer.steps=abc"], "trainer.steps", "abc"),
+    "lr_inf": (["trainer.lr=inf"], "trainer.lr", "inf"),
+    "batch_too_large": (["trainer=sgd", "trainer.batch_size=500", "task.n=100"], "trainer.batch_size", "500"),
 }
 
 
@@ -233,6 +235,20 @@ def test_config_error_in_process(case, cpu_only):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+def test_multirun_records_an_invalid_job_and_goes_on(tmp_path):
+    ok(bench("-m", "model.width=0,3", "trainer.steps=5", "logger.tensorboard=false", cwd=tmp_path))
+    summaries = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "multirun").rglob("summary.json")}
+    assert summaries["0"]["status"] == "failed" and "model.width=0" in summaries["0"]["reason"]
+    assert summaries["1"]["status"] == "max_steps"
+
+
+def test_infinite_threshold_is_valid_json(tmp_path):
+    """A config may say inf (only stop on NaN/inf): summary.json stays strict JSON, with the value as a string."""
+    out = run_dir_from(ok(bench("trainer.divergence_threshold=inf", "trainer.steps=5", cwd=tmp_path)).stdout)
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert summary["status"] == "max_steps" and summary["config"]["trainer"]["divergence_threshold"] == "inf"
+
+
 def test_concurrent_runs_get_their_own_directories(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-m", "dynamics_bench", "trainer.steps=5", "logger.tensorboard=false"],
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())

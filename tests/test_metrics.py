@@ -286,6 +286,15 @@ def test_alignment_fixed_output_layer_weights_by_w_norm():
     assert out["alignment_student_min"].item() == pytest.approx(0.0, abs=1e-15)
 
 
+def test_alignment_with_no_live_student_is_nan():
+    """All-zero students: nothing is live, so there is no worst live cosine (NaN, an empty cell), not 1."""
+    model = two_layer(2, 2)
+    params = {"w": t([[[0.0, 0.0], [0.0, 0.0]]]), "a": t([[[0.0, 0.0]]])}
+    task = SimpleNamespace(teacher=Teacher(weights=t([[1.0, 0.0]]), activation="relu"))
+    out = METRICS["alignment"].fn(snap(model, params, task=task))
+    assert math.isnan(out["alignment_student_min"].item())
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # log grid
 @pytest.mark.parametrize("steps, points", [(10_000, 100), (1_000_000, 50), (123_457, 30), (500, 100)])
@@ -309,6 +318,10 @@ def test_log_grid_large(steps, points):
     assert grid[:3] == [0, 1, 2]
     gaps = np.diff(grid)
     assert np.all(gaps[1:] >= gaps[:-1] - 1)
+
+
+def test_log_grid_two_points_is_first_and_last():
+    assert log_grid(1000, 2, None) == {0, 1000}
 
 
 @pytest.mark.parametrize("steps, points", [(0, 100), (5, 100), (99, 100), (1, 2)])

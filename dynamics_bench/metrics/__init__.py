@@ -67,9 +67,9 @@ def log_grid(steps: int, points: int, every: int | None) -> set[int]:
         return set(range(0, steps + 1, every)) | {steps}
     if steps + 1 <= points:
         return set(range(steps + 1))
-    n = points - 1
+    n = points - 2
     while True:  # rounding merges the densest low steps; ask for more until `points` distinct remain
-        grid = {0} | set(np.unique(np.round(np.geomspace(1, steps, n)).astype(int)).tolist())
+        grid = {0, steps} | set(np.round(np.geomspace(1, steps, n)).astype(int).tolist())
         if len(grid) >= points or n > 10 * points:
             return grid
         n += 1

@@ -27,7 +27,8 @@ def alignment(s: Snapshot) -> dict[str, Tensor]:
     return {
         "alignment_teacher_min": cos.amax(1).amin(1),
         "alignment_student_mean": (weight * best_student).sum(1) / weight.sum(1),
-        "alignment_student_min": torch.where(live, best_student, torch.ones_like(best_student)).amin(1),
+        "alignment_student_min": torch.where(live, best_student, torch.full_like(best_student, torch.inf))
+        .amin(1).nan_to_num(posinf=torch.nan),  # NaN (empty) when no student is live
     }
 
 

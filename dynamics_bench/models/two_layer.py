@@ -123,18 +123,20 @@ class TwoLayer(Model):
         return Neurons(w=params["w"], a=self._output_weights(params, self.output_dim), b=params.get("b"))
 
     def forward(self, params: Params, x: Tensor) -> Tensor:
-        # Matmuls rather than einsum (whose wrapper and permute/reshape views, forward and backward, cost
-        # more than the arithmetic at small sizes), with the operands laid out as einsum lays them out, so
-        # outputs and gradients are bitwise those of einsum("end,emd->enm") then einsum("enm,eom->eno").
-        # One member (E = 1) runs as 2-D matmuls on views: the same values, without batched-matmul overhead.
+        # Matmuls, not einsum: einsum's wrapper and its permute/reshape views (forward and backward) cost more
+        # than the arithmetic at small sizes. For E > 1 the operands are laid out as einsum lays them out, so
+        # outputs and gradients are bitwise those of einsum("end,emd->enm") then einsum("enm,eom->eno"). One
+        # member (E = 1) runs as 2-D matmuls on views, without the batched-matmul overhead: the same outputs,
+        # gradients equal up to the last bits (mm may sum the w gradient in another order than bmm).
         nrn = self.neurons(params)
         e, out, m = nrn.a.shape
-        a_t = nrn.a.mT if out > 1 else nrn.a.reshape(e, m, 1)  # (E, m, out)
         if e == 1:
             z = x.squeeze(0) @ nrn.w.squeeze(0).T  # (n, m)
             if nrn.b is not None:
                 z = z + nrn.b.squeeze(0)
-            return (self.activation.fn(z) @ a_t.squeeze(0)).unsqueeze(0)  # (1, n, out)
+            a_t = nrn.a.reshape(m, 1) if out == 1 else nrn.a.squeeze(0).T  # (m, out)
+            return (self.activation.fn(z) @ a_t).unsqueeze(0)  # (1, n, out)
+        a_t = nrn.a.reshape(e, m, 1) if out == 1 else nrn.a.mT  # (E, m, out)
         z = x @ nrn.w.mT  # (E, n, m)
         if nrn.b is not None:
             z = z + nrn.b[:, None, :]

@@ -45,7 +45,7 @@ class LinearRegressionConfig:
                     f"must be null or len(task.singular_values)={len(s)}")
         require(not self.whiten or self.n >= self.input_dim, "task.n", self.n,
                 f"task.whiten=true needs n >= input_dim={self.input_dim}")
-        require(self.noise >= 0, "task.noise", self.noise, "must be >= 0")
+        require(0 <= self.noise < math.inf, "task.noise", self.noise, "must be finite and >= 0")
 
 
 class LinearRegression(Task):

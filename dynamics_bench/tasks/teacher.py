@@ -6,6 +6,8 @@ the paper's σ is |·|, with ReLU as the common variant (theory.md §6). Teacher
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +40,7 @@ class TeacherConfig:
                     f"must be a number or a list of teacher_width={self.teacher_width} numbers")
         require(all(v > 0 for v in (norms if isinstance(norms, list) else [norms])), "task.teacher_norms", norms,
                 "must be > 0")
-        require(self.noise >= 0, "task.noise", self.noise, "must be >= 0")
+        require(0 <= self.noise < math.inf, "task.noise", self.noise, "must be finite and >= 0")
 
 
 class TeacherTask(Task):
