@@ -64,8 +64,16 @@ class RegressionLoss(Loss):
     def elementwise(r: Tensor) -> Tensor: ...
 
     def per_sample(self, yhat: Tensor, y: Tensor) -> Tensor:
+        return self.elementwise(yhat - y).sum(-1)  # (E, n, o) -> (E, n)
+
+    def __call__(self, yhat: Tensor, y: Tensor, sum_over_samples: bool = False) -> Tensor:
+        """(E,): one reduction over samples and outputs (the training loop's hot path): the mean over samples
+        of the sum over outputs is o times the mean over both."""
         e = self.elementwise(yhat - y)  # (E, n, o)
-        return e.squeeze(-1) if e.shape[-1] == 1 else e.sum(-1)  # (E, n); one output: the same value, no kernel
+        if sum_over_samples or self.reduction == "sum":
+            return e.sum((1, 2))
+        mean = e.mean((1, 2))
+        return mean if e.shape[-1] == 1 else mean * e.shape[-1]
 
     def output_dim(self, task: Task) -> int:
         require(task.num_classes is None, "loss.name", self.name,

@@ -16,8 +16,7 @@ class Objective:
 
     def loss(self, params: Params, x: Tensor, y: Tensor) -> Tensor:
         """x (E, n, d), y (E, n, ...) -> loss (E,)."""
-        per_sample = self.loss_fn.per_sample(self.model.forward(params, x), y)  # (E, n)
-        return self.loss_fn.reduce(per_sample, self.sum_over_samples)
+        return self.loss_fn(self.model.forward(params, x), y, self.sum_over_samples)
 
     def loss_and_grad(self, params: Params, x: Tensor, y: Tensor) -> tuple[Tensor, Params]:
         """Loss (E,) and its gradient, one tensor per parameter with the parameter's shape."""

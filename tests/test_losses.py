@@ -89,3 +89,17 @@ def test_yaml_files_match_registry():
     for p in CONF.glob("*.yaml"):
         section = OmegaConf.to_container(OmegaConf.load(p))
         assert section["name"] == p.stem and build_loss(section).name == p.stem
+
+
+@pytest.mark.parametrize("name", ["mse", "quartic", "log_cosh"])
+@pytest.mark.parametrize("outputs", [1, 3])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_single_reduction_equals_per_sample_then_reduce(name, outputs, reduction):
+    """__call__ (one reduction over samples and outputs) = the mean or sum over samples of the per-sample
+    sums over outputs, to float64 round-off (only the summation order differs)."""
+    loss = build_loss({"name": name, "reduction": reduction})
+    gen = torch.Generator().manual_seed(outputs)
+    yhat, y = (torch.randn(2, 7, outputs, generator=gen, dtype=torch.float64) for _ in range(2))
+    for sum_over_samples in (False, True):
+        expected = loss.reduce(loss.per_sample(yhat, y), sum_over_samples)
+        torch.testing.assert_close(loss(yhat, y, sum_over_samples), expected, rtol=1e-14, atol=0)
