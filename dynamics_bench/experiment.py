@@ -136,7 +136,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _git_revision() -> str | None:
+def git_revision() -> str | None:
     """The source checkout's commit (with -dirty for local changes), or None outside a git checkout."""
     here = Path(__file__).resolve().parent
     try:
@@ -211,7 +211,7 @@ def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]])
         "steps_per_second": result.steps / result.wall_seconds if result.wall_seconds > 0 else None,
         "grad_evals": result.grad_evals, "ensemble_size": exp.ensemble_size,
         "device": str(exp.device), "dtype": str(exp.dtype).removeprefix("torch."),
-        "versions": _versions(), "git_revision": _git_revision(), "config": exp.config, "members": members,
+        "versions": _versions(), "git_revision": git_revision(), "config": exp.config, "members": members,
     }
 
 
@@ -235,7 +235,7 @@ def write_failed(out_dir: str | Path, exc: Exception, config: dict[str, Any], wa
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     _write_json(Path(out_dir) / "summary.json", {
         "status": "failed", "reason": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
-        "wall_seconds": wall_seconds, "config": config, "versions": _versions(), "git_revision": _git_revision()})
+        "wall_seconds": wall_seconds, "config": config, "versions": _versions(), "git_revision": git_revision()})
 
 
 def init_params(exp: Experiment) -> Params:

@@ -7,7 +7,6 @@ the paper's σ is |·|, with ReLU as the common variant (theory.md §6). Teacher
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import torch
