@@ -11,7 +11,11 @@ import dataclasses
 import math
 import types
 import typing
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+
+ALLOW_INF = "allow_inf"
+AllowInf = Annotated[float, ALLOW_INF]  # schema annotation: a float key that may also be inf
 
 
 class ConfigError(ValueError):
@@ -46,7 +50,7 @@ def _type_name(tp: Any) -> str:
         return f"a list of ({_type_name(inner)})"
     if tp is type(None):
         return "null"
-    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, str(tp))
+    return {int: "an integer", float: "a finite number", bool: "true/false", str: "a string"}.get(tp, str(tp))
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -54,6 +58,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     origin = get_origin(tp)
     if tp is Any:
         return value
+    if origin is Annotated:  # AllowInf: a float that may be ±inf (e.g. a threshold meaning "never")
+        base, *marks = get_args(tp)
+        if ALLOW_INF in marks and isinstance(value, float) and math.isinf(value):
+            return value
+        return _coerce(key, value, base)
     if origin is Literal:
         return choice(key, value, get_args(tp))
     if origin in (Union, types.UnionType):
@@ -77,8 +86,9 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         require(isinstance(value, int) and not isinstance(value, bool), key, value, "must be an integer")
         return value
     if tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         require(ok, key, value, "must be a number")
+        require(math.isfinite(value), key, value, "must be a finite number")
         return float(value)
     if tp is str:
         require(isinstance(value, str), key, value, "must be a string")
@@ -94,7 +104,7 @@ def parse_section(schema: type[T], values: dict[str, Any], prefix: str) -> T:
 
     Unknown keys and wrongly typed values raise ConfigError; missing keys take the dataclass default.
     """
-    hints = typing.get_type_hints(schema)
+    hints = typing.get_type_hints(schema, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
     unknown = sorted(set(values) - set(fields))
     if unknown:

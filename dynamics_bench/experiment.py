@@ -115,9 +115,10 @@ def build(cfg: DictConfig | dict) -> Experiment:
     task = build_task(_section(plain, "task"), dtype=dtype, device=device)
     model = build_model(_section(plain, "model"), input_dim=task.input_dim, output_dim=loss.output_dim(task))
     objective = Objective(model=model, loss=loss, sum_over_samples=task.sum_over_samples)
-    check_batch_size(task, trainer_cfg.schedule().batch_size)
+    schedule = trainer_cfg.schedule()
+    check_batch_size(task, schedule.batch_size)
     metrics = select_metrics(metrics_cfg.names, objective, task)
-    return Experiment(plain, seed, size, device, dtype, task, loss, objective, trainer_cfg.schedule(),
+    return Experiment(plain, seed, size, device, dtype, task, loss, objective, schedule,
                       metrics_cfg, metrics, logger_cfg)
 
 

@@ -76,10 +76,7 @@ def load_metrics(path: str | Path) -> pd.DataFrame:
 
 def plot(path: str | Path, metric: str) -> Path:
     """METRIC against t (log-log where positive) for every run and member; saved as path/METRIC.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     root = Path(path)
     data = load_metrics(root)
@@ -87,7 +84,8 @@ def plot(path: str | Path, metric: str) -> Path:
         raise KeyError(f"no column {metric!r} in the runs' metrics.csv; columns: {', '.join(data.columns)}")
     fixed = {"run", "step", "t", "member", *pd.read_csv(next(root.rglob("metrics.csv")), nrows=0).columns}
     varying = [c for c in data.columns if c not in fixed and data[c].nunique(dropna=False) > 1]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for (run, member), group in data.groupby(["run", "member"]):
         label = ", ".join(f"{k}={group[k].iloc[0]}" for k in varying) or run
         ax.plot(group["t"], group[metric], label=f"{label} [member {member}]" if data["member"].max() else label)
@@ -102,7 +100,6 @@ def plot(path: str | Path, metric: str) -> Path:
     out = root / f"{metric.replace('/', '_')}.png"
     fig.tight_layout()
     fig.savefig(out, dpi=120)
-    plt.close(fig)
     return out
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from dynamics_bench.config import choice, positive, require
+from dynamics_bench.config import AllowInf, choice, positive, require
 from dynamics_bench.integrators import INTEGRATORS, Integrator
 
 
@@ -28,7 +28,7 @@ class Schedule:
 @dataclass
 class _Common:
     target_loss: float | None = None  # a member stops once its loss is <= this
-    divergence_threshold: float = 1e10  # a member whose loss is NaN/inf or above this is recorded as diverged
+    divergence_threshold: AllowInf = 1e10  # a member whose loss is NaN/inf or above this is recorded as diverged
 
     def _check_common(self) -> None:
         require(self.target_loss is None or self.target_loss >= 0, "trainer.target_loss", self.target_loss,
@@ -76,7 +76,7 @@ class GradientFlowConfig(_Common):
     def __post_init__(self) -> None:
         choice("trainer.method", self.method, INTEGRATORS)
         positive("trainer.h", self.h)
-        require(self.t_max >= 0, "trainer.t_max", self.t_max, "must be >= 0")
+        require(0 <= self.t_max < math.inf, "trainer.t_max", self.t_max, "must be finite and >= 0")
         self._check_common()
 
     def schedule(self) -> Schedule:

@@ -189,6 +189,8 @@ ERRORS = {  # id: (overrides, key, value as it must appear in the message)
     "float16": (["dtype=float16"], "dtype", "float16"),
     "steps_mistyped": (["trainer.steps=abc"], "trainer.steps", "abc"),
     "lr_inf": (["trainer.lr=inf"], "trainer.lr", "inf"),
+    "t_max_inf": (["trainer=gradient_flow", "trainer.t_max=inf"], "trainer.t_max", "inf"),
+    "teacher_norms_inf": (["task.teacher_norms=inf"], "task.teacher_norms", "inf"),
     "batch_too_large": (["trainer=sgd", "trainer.batch_size=500", "task.n=100"], "trainer.batch_size", "500"),
 }
 

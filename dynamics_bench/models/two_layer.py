@@ -3,7 +3,7 @@
 ``output_layer=norm`` sets a_j = ‖w_j‖, the student of Zhou–Ge–Jin, "A Local Convergence Theory for Mildly
 Over-Parameterized Two-Layer Neural Network" (COLT 2021): f(x) = Σ_j ‖w_j‖ σ(w_jᵀx), 2-homogeneous and
 balanced by construction. For 1-homogeneous σ, gradient flow conserves a_j² − ‖w_j‖² − b_j² per neuron
-(Du–Hu–Lee 2018, Thm 2.1); ``init=balanced`` starts every neuron at 0. ``output_layer=fixed`` is the
+(Du–Hu–Lee 2018, Thm 2.1); ``init=balanced`` starts every neuron with zero imbalance. ``output_layer=fixed`` is the
 all-ones top layer; with output_dim > 1, fixed and norm outputs repeat the same sum in every output.
 """
 from __future__ import annotations
