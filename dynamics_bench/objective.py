@@ -20,8 +20,9 @@ class Objective:
 
     def loss_and_grad(self, params: Params, x: Tensor, y: Tensor) -> tuple[Tensor, Params]:
         """Loss (E,) and its gradient, one tensor per parameter with the parameter's shape."""
-        with torch.enable_grad():
-            leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        with torch.enable_grad():  # the trainer's parameters are leaves already; intermediate points are not
+            leaves = {k: v if v.is_leaf and v.requires_grad else v.detach().requires_grad_(True)
+                      for k, v in params.items()}
             loss = self.loss(leaves, x, y)
             grads = torch.autograd.grad(loss, list(leaves.values()), torch.ones_like(loss))  # = of loss.sum()
         return loss.detach(), dict(zip(leaves, grads))

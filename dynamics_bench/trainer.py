@@ -20,6 +20,7 @@ from dynamics_bench.batches import Batches
 from dynamics_bench.metrics.base import Snapshot
 from dynamics_bench.models.base import Params
 from dynamics_bench.objective import Objective
+from dynamics_bench.integrators import advance
 from dynamics_bench.trainers import Schedule
 
 OnLog = Callable[[Snapshot], dict[str, Tensor]]  # logs a snapshot, returns its metrics
@@ -53,25 +54,29 @@ def _check(members: list[MemberState], losses: list[float], step: int, t: float,
             m.status, m.stop_step, m.time_to_target = "converged", step, t
 
 
-def _freeze(old: Params, new: Params, running: Tensor) -> Params:
-    return {k: torch.where(running.view(-1, *[1] * (v.dim() - 1)), new[k], v) for k, v in old.items()}
+def _mask(direction: list[Tensor], running: Tensor) -> list[Tensor]:
+    """Zero the increment of stopped members (where, not a product: a diverged member's may be NaN)."""
+    return [torch.where(running.view(-1, *[1] * (d.dim() - 1)), d, 0.0) for d in direction]
 
 
 def train(*, objective: Objective, params: Params, batches: Batches, schedule: Schedule, grid: set[int],
           on_log: OnLog, snapshot: Callable[..., Snapshot], progress: Callable[[int], None]) -> TrainResult:
-    """Run `schedule.steps` steps from `params` (E members), calling on_log on the grid and at the end."""
+    """Run `schedule.steps` steps from `params` (E members, left untouched), calling on_log on the grid and at
+    the end."""
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}  # updated in place
     members = [MemberState() for _ in range(next(iter(params.values())).shape[0])]
     integrator, h = schedule.integrator, schedule.h
     grad_evals, step, start = 0, 0, time.perf_counter()
     for step in range(schedule.steps + 1):
         t = step * h
         x, y = batches()
-        if step < schedule.steps:
-            loss, grad, new = integrator.step(lambda p: objective.loss_and_grad(p, x, y), params, h)
-            grad_evals += integrator.grad_evals_per_step
-        else:
-            with torch.no_grad():
-                loss, grad, new = objective.loss(params, x, y), None, None
+        with torch.no_grad():  # only the objective's own gradient evaluations build graphs
+            if step < schedule.steps:
+                taken = integrator.step(lambda p: objective.loss_and_grad(p, x, y), params, h)
+                loss, grad, direction, alpha = taken
+                grad_evals += integrator.grad_evals_per_step
+            else:
+                loss, grad, direction, alpha = objective.loss(params, x, y), None, None, 0.0
         _check(members, loss.tolist(), step, t, schedule, target=batches.full, divergence=True)
         finished = all(m.status != "running" for m in members)
         stopped = any(m.stop_step == step for m in members)  # a member's stop step always gets its row
@@ -82,8 +87,10 @@ def train(*, objective: Objective, params: Params, batches: Batches, schedule: S
                 _check(members, logged["loss"].tolist(), step, t, schedule, target=True, divergence=False)
                 finished = all(m.status != "running" for m in members)
         progress(step)
-        if finished or new is None:
+        if finished or direction is None:
             break
         running = [m.status == "running" for m in members]
-        params = new if all(running) else _freeze(params, new, torch.tensor(running, device=loss.device))
+        if not all(running):
+            direction = _mask(direction, torch.tensor(running, device=loss.device))
+        advance(params, direction, alpha)
     return TrainResult(params, step, step * h, grad_evals, time.perf_counter() - start, members)

@@ -124,7 +124,8 @@ def test_gd_one_step_imbalance_identity_deep_linear(lr):
     params = init_params(exp)
     x, y = exp.task.data()
     x, y = x.expand(3, *x.shape), y.expand(3, *y.shape)
-    _, grad, new = euler_step(lambda p: exp.objective.loss_and_grad(p, x, y), params, lr)
+    _, grad, direction, alpha = euler_step(lambda p: exp.objective.loss_and_grad(p, x, y), params, lr)
+    new = {k: p + alpha * d for (k, p), d in zip(params.items(), direction)}
     names = ["W1", "W2", "W3"]
     c_old = imbalances([params[n] for n in names])
     c_new = imbalances([new[n] for n in names])
@@ -147,7 +148,8 @@ def test_gd_one_step_neuron_identity_two_layer_with_bias():
     params = init_params(exp)
     x, y = exp.task.data()
     x, y = x.expand(2, *x.shape), y.expand(2, *y.shape)
-    _, g, new = euler_step(lambda p: exp.objective.loss_and_grad(p, x, y), params, lr)
+    _, g, direction, alpha = euler_step(lambda p: exp.objective.loss_and_grad(p, x, y), params, lr)
+    new = {k: p + alpha * d for (k, p), d in zip(params.items(), direction)}
 
     def q(p):
         return p["a"][:, 0, :] ** 2 - (p["w"] ** 2).sum(-1) - p["b"] ** 2  # (E, m)
