@@ -69,10 +69,10 @@ class RegressionLoss(Loss):
     def __call__(self, yhat: Tensor, y: Tensor, sum_over_samples: bool = False) -> Tensor:
         """(E,): one reduction over samples and outputs (the training loop's hot path): the mean over samples
         of the sum over outputs is o times the mean over both."""
-        e = self.elementwise(yhat - y)  # (E, n, o)
+        e = self.elementwise(yhat - y)  # (E, n, o), or (n, o) for one unbatched member
         if sum_over_samples or self.reduction == "sum":
-            return e.sum((1, 2))
-        mean = e.mean((1, 2))
+            return e.sum((-2, -1))
+        mean = e.mean((-2, -1))
         return mean if e.shape[-1] == 1 else mean * e.shape[-1]
 
     def output_dim(self, task: Task) -> int:

@@ -402,3 +402,22 @@ def test_yaml_lists_every_key_with_its_default(name):
 
 def test_every_yaml_is_registered():
     assert sorted(p.stem for p in CONF_DIR.glob("*.yaml")) == sorted(MODELS)
+
+
+@pytest.mark.parametrize("section, in_dim, out_dim", [
+    ({"name": "deep_linear", "depth": 3, "width": 4}, 3, 2),
+    ({"name": "two_layer", "width": 5, "activation": "tanh", "bias": True}, 3, 2),
+    ({"name": "two_layer", "width": 5, "output_layer": "norm"}, 3, 1),
+    ({"name": "two_layer", "width": 5, "output_layer": "fixed"}, 3, 2),
+    ({"name": "mlp", "depth": 3, "width": 6, "parameterization": "ntk"}, 3, 2),
+])
+def test_unbatched_member_forward_equals_batched_row(section, in_dim, out_dim):
+    """Objective evaluates a lone member unbatched (params and x without the E axis): same outputs."""
+    model = build_model(section, input_dim=in_dim, output_dim=out_dim)
+    params = model.init_params([torch.Generator().manual_seed(s) for s in (3, 4)])
+    x = torch.randn(2, 7, in_dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    batched = model.forward(params, x)
+    for e in range(2):
+        single = model.forward({k: v[e] for k, v in params.items()}, x[e])
+        assert single.shape == (7, out_dim)
+        torch.testing.assert_close(single, batched[e], rtol=1e-13, atol=1e-15)

@@ -98,7 +98,8 @@ class DeepLinear(Model):
         return prod
 
     def forward(self, params: Params, x: Tensor) -> Tensor:
+        """Batched: x (E, n, in) -> (E, n, out); also one member's unbatched params with x (n, in)."""
         h = x  # (E, n, in)
         for w in self.layer_matrices(params):
-            h = torch.einsum("eni,eoi->eno", h, w)  # (E, n, out_i)
+            h = h @ w.mT  # (E, n, out_i)
         return h

@@ -92,7 +92,7 @@ class MLP(Model):
 
     def forward(self, params: Params, x: Tensor) -> Tensor:
         mats, scales = self.layer_matrices(params), self.layer_scales
-        h = x  # (E, n, d)
+        h = x  # (E, n, d), or (n, d) with one member's unbatched params
         for w, c in zip(mats[:-1], scales[:-1]):
-            h = self.activation.fn(c * torch.einsum("eni,eoi->eno", h, w))  # (E, n, m)
-        return scales[-1] * torch.einsum("eni,eoi->eno", h, mats[-1])  # (E, n, out)
+            h = self.activation.fn(c * (h @ w.mT))  # (E, n, m)
+        return scales[-1] * (h @ mats[-1].mT)  # (E, n, out)

@@ -22,13 +22,14 @@ INITS = ("gaussian", "orthogonal", "balanced", "explicit")
 
 
 def _ones(params: Params, output_dim: int) -> Tensor:
-    w = params["w"]  # (E, m, d)
-    return w.new_ones(w.shape[0], output_dim, w.shape[1])  # (E, out, m)
+    w = params["w"]  # (E, m, d) or (m, d)
+    return w.new_ones(*w.shape[:-2], output_dim, w.shape[-2])  # (E, out, m)
 
 
 def _norms(params: Params, output_dim: int) -> Tensor:
     w = params["w"]
-    return torch.linalg.vector_norm(w, dim=-1)[:, None, :].expand(-1, output_dim, -1)  # (E, out, m)
+    norms = torch.linalg.vector_norm(w, dim=-1).unsqueeze(-2)  # (E, 1, m)
+    return norms.expand(*norms.shape[:-2], output_dim, norms.shape[-1])  # (E, out, m)
 
 
 # output_layer -> effective output weights (E, out, m) from the parameters
@@ -123,21 +124,10 @@ class TwoLayer(Model):
         return Neurons(w=params["w"], a=self._output_weights(params, self.output_dim), b=params.get("b"))
 
     def forward(self, params: Params, x: Tensor) -> Tensor:
-        # Matmuls, not einsum: einsum's wrapper and its permute/reshape views (forward and backward) cost more
-        # than the arithmetic at small sizes. For E > 1 the operands are laid out as einsum lays them out, so
-        # outputs and gradients are bitwise those of einsum("end,emd->enm") then einsum("enm,eom->eno"). One
-        # member (E = 1) runs as 2-D matmuls on views, without the batched-matmul overhead: the same outputs,
-        # gradients equal up to the last bits (mm may sum the w gradient in another order than bmm).
+        """Batched: x (E, n, d) -> (E, n, out); also one member's unbatched params with x (n, d) -> (n, out).
+        Matmuls, not einsum: einsum's wrapper and views cost more than the arithmetic at small sizes."""
         nrn = self.neurons(params)
-        e, out, m = nrn.a.shape
-        if e == 1:
-            z = x.squeeze(0) @ nrn.w.squeeze(0).T  # (n, m)
-            if nrn.b is not None:
-                z = z + nrn.b.squeeze(0)
-            a_t = nrn.a.reshape(m, 1) if out == 1 else nrn.a.squeeze(0).T  # (m, out)
-            return (self.activation.fn(z) @ a_t).unsqueeze(0)  # (1, n, out)
-        a_t = nrn.a.reshape(e, m, 1) if out == 1 else nrn.a.mT  # (E, m, out)
         z = x @ nrn.w.mT  # (E, n, m)
         if nrn.b is not None:
-            z = z + nrn.b[:, None, :]
-        return self.activation.fn(z) @ a_t  # (E, n, out)
+            z = z + nrn.b.unsqueeze(-2)
+        return self.activation.fn(z) @ nrn.a.mT  # (E, n, out)
