@@ -63,7 +63,7 @@ def train(*, objective: Objective, params: Params, batches: Batches, schedule: S
           on_log: OnLog, snapshot: Callable[..., Snapshot], progress: Callable[[int], None]) -> TrainResult:
     """Run `schedule.steps` steps from `params` (E members, left untouched), calling on_log on the grid and at
     the end."""
-    params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}  # updated in place
+    params = {k: v.detach().clone() for k, v in params.items()}  # updated in place
     members = [MemberState() for _ in range(next(iter(params.values())).shape[0])]
     integrator, h = schedule.integrator, schedule.h
     grad_evals, step, start = 0, 0, time.perf_counter()
