@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from dynamics_bench.batches import check_batch_size, make_batches
 from dynamics_bench.config import ConfigError, choice, parse_section, require
-from dynamics_bench.losses import Loss, build_loss
+from dynamics_bench.losses import build_loss
 from dynamics_bench.metrics import MetricsConfig, Snapshot, evaluate, log_grid, select_metrics
 from dynamics_bench.metrics.base import Metric
 from dynamics_bench.models import build_model
@@ -50,7 +50,6 @@ class Experiment:
     device: torch.device
     dtype: torch.dtype
     task: Task
-    loss: Loss
     objective: Objective
     schedule: Schedule
     metrics_config: MetricsConfig
@@ -118,7 +117,7 @@ def build(cfg: DictConfig | dict) -> Experiment:
     schedule = trainer_cfg.schedule()
     check_batch_size(task, schedule.batch_size)
     metrics = select_metrics(metrics_cfg.names, objective, task)
-    return Experiment(plain, seed, size, device, dtype, task, loss, objective, schedule,
+    return Experiment(plain, seed, size, device, dtype, task, objective, schedule,
                       metrics_cfg, metrics, logger_cfg)
 
 
