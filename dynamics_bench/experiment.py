@@ -114,6 +114,8 @@ def build(cfg: DictConfig | dict) -> Experiment:
     task = build_task(_section(plain, "task"), dtype=dtype, device=device)
     model = build_model(_section(plain, "model"), input_dim=task.input_dim, output_dim=loss.output_dim(task))
     objective = Objective(model=model, loss=loss, sum_over_samples=task.sum_over_samples)
+    x, y = task.data()
+    model.prepare(lambda p: objective.loss({k: v.to(x) for k, v in p.items()}, x, y))  # p: float64 CPU
     schedule = trainer_cfg.schedule()
     check_batch_size(task, schedule.batch_size)
     metrics = select_metrics(metrics_cfg.names, objective, task)

@@ -63,6 +63,12 @@ class Model(ABC):
     def forward(self, params: Params, x: Tensor) -> Tensor:
         """x (E, n, input_dim) -> outputs (E, n, output_dim)."""
 
+    def prepare(self, cost: Callable[[Params], Tensor]) -> None:
+        """Learn what an init or a metric needs to know about the cost before step 0 (default: nothing).
+
+        `cost` maps one member's unbatched parameters (float64 CPU tensors; autograd flows through) to the scalar training loss on the task's fixed data.
+        Called once by the experiment builder; raises ConfigError when the cost rules out the chosen init."""
+
 
 def gaussian(gen: torch.Generator, shape: tuple[int, ...], std: float) -> Tensor:
     """Entries N(0, std²), float64 on CPU, from gen alone."""
