@@ -12,10 +12,11 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -24,7 +25,8 @@ from tqdm import tqdm
 from dynamics_bench.batches import check_batch_size, make_batches
 from dynamics_bench.config import ConfigError, choice, parse_section, require
 from dynamics_bench.losses import build_loss
-from dynamics_bench.metrics import MetricsConfig, Snapshot, evaluate, log_grid, select_metrics
+from dynamics_bench.clocks import check_grid
+from dynamics_bench.metrics import MetricsConfig, Snapshot, evaluate, select_metrics
 from dynamics_bench.metrics.base import Metric
 from dynamics_bench.models import build_model
 from dynamics_bench.models.base import Params
@@ -118,6 +120,14 @@ def build(cfg: DictConfig | dict) -> Experiment:
     model.prepare(lambda p: objective.loss({k: v.to(x) for k, v in p.items()}, x, y))  # p: float64 CPU
     schedule = trainer_cfg.schedule()
     check_batch_size(task, schedule.batch_size)
+    require(not (schedule.adaptive and task.online), "trainer.method", trainer_section.get("method"), "adaptive step-size control needs a fixed data set, and "
+            "task.online=true draws fresh samples every step: use a fixed-step method (rk4) or task.online=false")
+    check_grid(metrics_cfg.grid(), schedule)
+    if schedule.adaptive and not model.smooth:
+        warnings.warn(f"trainer.method={trainer_section.get('method')} on a model with kinks "
+                      f"(model.activation={_section(plain, 'model').get('activation')}): step-size control cannot "
+                      "see past a kink, so adaptive steps crawl there; rk4 with a fixed h is the better choice "
+                      "(trainer.max_steps bounds the run)", stacklevel=2)
     metrics = select_metrics(metrics_cfg.names, objective, task)
     return Experiment(plain, seed, size, device, dtype, task, objective, schedule,
                       metrics_cfg, metrics, logger_cfg)
@@ -172,16 +182,20 @@ class _Recorder:
                    if exp.logger.tensorboard else None)
         self.params = ParamsSink(out_dir / "params") if exp.metrics_config.save_params else None
         self.last_rows: list[dict[str, float]] = []
+        self.invariant_drift_max: float | None = None  # the largest imbalance_drift_rel logged
 
     def __call__(self, snapshot: Snapshot) -> dict[str, torch.Tensor]:
         values = evaluate(self.exp.metrics, snapshot)
         table = torch.stack([v.to(torch.float64) for v in values.values()], 1).cpu().tolist()  # (E, metrics)
         rows = [dict(zip(values, r)) for r in table]
-        self.csv.write(snapshot.step, snapshot.t, rows)
+        self.csv.write(snapshot.steps, snapshot.t, rows)
         if self.tb is not None:
-            self.tb.write(snapshot.step, snapshot.t, rows)
+            self.tb.write(snapshot.iteration, snapshot.t, rows)
         if self.params is not None:
-            self.params.save(snapshot.step, snapshot.t, snapshot.params)
+            self.params.save(snapshot.iteration, snapshot.steps, snapshot.t, snapshot.params)
+        drifts = [r["imbalance_drift_rel"] for r in rows if math.isfinite(r.get("imbalance_drift_rel", math.nan))]
+        if drifts:
+            self.invariant_drift_max = max(drifts + [self.invariant_drift_max or 0.0])
         self.last_rows = rows
         return values
 
@@ -191,9 +205,10 @@ class _Recorder:
             self.tb.close()
 
 
-def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]]) -> dict[str, Any]:
+def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]],
+             invariant_drift_max: float | None) -> dict[str, Any]:
     statuses = [m.status for m in result.members]
-    status = ("diverged" if "diverged" in statuses else
+    status = ("diverged" if "diverged" in statuses else "step_budget" if "step_budget" in statuses else
               "converged" if all(s == "converged" for s in statuses) else "max_steps")
     members = []
     for i, (m, row) in enumerate(zip(result.members, rows)):
@@ -201,16 +216,20 @@ def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]])
             "member": i, "seed": exp.member_seeds[i], "status": m.status if m.status != "running" else "max_steps",
             "stop_step": m.stop_step, "diverged_step": m.stop_step if m.status == "diverged" else None,
             "final_loss": _finite_or_none(row["loss"]), "time_to_target": m.time_to_target,
+            "steps": result.steps[i], "t": result.t[i], "rejected_steps": result.rejected[i],
+            "grad_evals": result.member_grad_evals[i],
             "final": {k: _finite_or_none(v) for k, v in row.items()},
         })
     losses = [m["final_loss"] for m in members if m["status"] != "diverged"]
     times = [m["time_to_target"] for m in members]
     return {
-        "status": status, "steps": result.steps, "t": result.t,
+        "status": status, "steps": max(result.steps), "t": max(result.t),
         "final_loss": None if None in losses or not losses else sum(losses) / len(losses),  # mean, not diverged
         "time_to_target": None if None in times else max(times),  # when the last member got there
+        "invariant_drift_max": invariant_drift_max,
         "wall_seconds": result.wall_seconds,
-        "steps_per_second": result.steps / result.wall_seconds if result.wall_seconds > 0 else None,
+        "steps_per_second": result.iterations / result.wall_seconds if result.wall_seconds > 0 else None,
+        "iterations": result.iterations, "rejected_steps": sum(result.rejected),
         "grad_evals": result.grad_evals, "ensemble_size": exp.ensemble_size,
         "device": str(exp.device), "dtype": str(exp.dtype).removeprefix("torch."),
         "versions": _versions(), "git_revision": git_revision(), "config": exp.config, "members": members,
@@ -247,6 +266,16 @@ def init_params(exp: Experiment) -> Params:
     return {k: v.to(device=exp.device, dtype=exp.dtype) for k, v in params.items()}
 
 
+def _progress(bar: tqdm, t_max: float) -> Callable[[float], None]:
+    """Move the bar to flow time t, at most ~200 times per run (a refresh costs more than a small step)."""
+    quantum = t_max / 200 if t_max > 0 else math.inf
+
+    def update(t: float) -> None:
+        if not bar.disable and t - bar.n >= quantum:
+            bar.update(t - bar.n)
+    return update
+
+
 def run_experiment(exp: Experiment, out_dir: str | Path) -> dict[str, Any]:
     """Train a built experiment, writing every output to out_dir; returns the summary."""
     out_dir = Path(out_dir)
@@ -263,16 +292,14 @@ def run_experiment(exp: Experiment, out_dir: str | Path) -> dict[str, Any]:
         def snapshot(**kw: Any) -> Snapshot:
             return Snapshot(params0=params0, objective=exp.objective, task=exp.task, x=x, y=y, **kw)
 
-        steps = exp.schedule.steps
         show = exp.logger.progress and sys.stderr.isatty()
-        with tqdm(total=steps, disable=not show, leave=False, unit="step") as bar:
-            every = max(1, steps // 200)
+        with tqdm(total=exp.schedule.t_max, disable=not show, leave=False, unit="t",
+                  bar_format="{l_bar}{bar}| t={n:.4g}/{total:.4g} [{elapsed}<{remaining}]") as bar:
             result = train(objective=exp.objective, params=params0, batches=batches, schedule=exp.schedule,
-                           grid=log_grid(steps, exp.metrics_config.points, exp.metrics_config.every),
-                           on_log=recorder, snapshot=snapshot,
-                           progress=lambda k: bar.update(every) if k % every == 0 and k > 0 else None)
+                           grid=exp.metrics_config.grid(), on_log=recorder, snapshot=snapshot,
+                           progress=_progress(bar, exp.schedule.t_max))
         torch.save({k: v.detach().cpu() for k, v in result.params.items()}, out_dir / "final_params.pt")
-        summary = _summary(exp, result, recorder.last_rows)
+        summary = _summary(exp, result, recorder.last_rows, recorder.invariant_drift_max)
         _write_json(out_dir / "summary.json", summary)
         if recorder.tb is not None:
             final = {"loss": summary["final_loss"], "time_to_target": summary["time_to_target"]}

@@ -36,14 +36,15 @@ class CSVSink:
     def __init__(self, path: Path):
         self.path, self.file, self.writer, self.columns = path, None, None, None
 
-    def write(self, step: int, t: float, rows: Rows) -> None:
+    def write(self, steps: list[int], t: list[float], rows: Rows) -> None:
+        """Member e's row at its own step count steps[e] and flow time t[e]."""
         if self.writer is None:
             self.columns = list(rows[0])
             self.file = open(self.path, "w", newline="")
             self.writer = csv.writer(self.file)
             self.writer.writerow(["step", "t", "member", *self.columns])
         for member, row in enumerate(rows):
-            self.writer.writerow([step, repr(t), member, *(_cell(row[c]) for c in self.columns)])
+            self.writer.writerow([steps[member], repr(t[member]), member, *(_cell(row[c]) for c in self.columns)])
         self.file.flush()
 
     def close(self) -> None:
@@ -53,7 +54,8 @@ class CSVSink:
 
 class TensorBoardSink:
     """tb/: the ensemble mean under each metric's own tag (min and max under ensemble/), and members up to
-    tb_members as runs tb/member_<i>, so TensorBoard overlays them on the mean's chart."""
+    tb_members as runs tb/member_<i>, so TensorBoard overlays them on the mean's chart. TensorBoard's step is
+    the loop's iteration (= the step for fixed-step trainers); flow time is the tag `t`."""
 
     def __init__(self, path: Path, ensemble_size: int, tb_members: int):
         from tensorboard.compat.proto.summary_pb2 import Summary  # imported here: slow, and optional per run
@@ -64,7 +66,7 @@ class TensorBoardSink:
         shown = min(ensemble_size, tb_members) if ensemble_size > 1 else 0
         self.members = [SummaryWriter(str(path / f"member_{i}")) for i in range(shown)]
 
-    def write(self, step: int, t: float, rows: Rows) -> None:
+    def write(self, iteration: int, t: list[float], rows: Rows) -> None:
         # The values add_scalar writes (simple_value), but one event per writer and step holding all of them:
         # each event is a queue hand-off to the writer's thread, most of the cost of logging a step.
         Summary = self._summary
@@ -82,10 +84,11 @@ class TensorBoardSink:
             for scalars, value in zip(members, values):
                 if math.isfinite(value):
                     scalars.append(Summary.Value(tag=name, simple_value=value))
-        root.append(Summary.Value(tag="t", simple_value=t))
+        root.append(Summary.Value(tag="t", simple_value=max(t)))
+        for scalars, member_t in zip(members, t):
+            scalars.append(Summary.Value(tag="t", simple_value=member_t))
         for writer, scalars in zip([self.root, *self.members], [root, *members]):
-            if scalars:
-                writer._get_file_writer().add_summary(Summary(value=scalars), step)
+            writer._get_file_writer().add_summary(Summary(value=scalars), iteration)
 
     def write_hparams(self, hparams: dict[str, Any], final: dict[str, float]) -> None:
         """Hyperparameters with final metrics, in the run's own folder (run_name='.')."""
@@ -99,12 +102,13 @@ class TensorBoardSink:
 
 
 class ParamsSink:
-    """params/<step>.pt: the parameters (E, ...) and t at every logged step, for phase portraits."""
+    """params/<iteration>.pt: the parameters (E, ...), each member's step count and t at every logged
+    iteration (= step for fixed-step trainers), for phase portraits."""
 
     def __init__(self, path: Path):
         self.path = path
         path.mkdir(exist_ok=True)
 
-    def save(self, step: int, t: float, params: dict[str, torch.Tensor]) -> None:
-        torch.save({"step": step, "t": t, "params": {k: v.detach().cpu() for k, v in params.items()}},
-                   self.path / f"{step:09d}.pt")
+    def save(self, iteration: int, steps: list[int], t: list[float], params: dict[str, torch.Tensor]) -> None:
+        torch.save({"iteration": iteration, "steps": steps, "t": t,
+                    "params": {k: v.detach().cpu() for k, v in params.items()}}, self.path / f"{iteration:09d}.pt")

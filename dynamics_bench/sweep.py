@@ -12,8 +12,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-RUN_FIELDS = ["status", "steps", "t", "final_loss", "time_to_target", "wall_seconds", "steps_per_second",
-              "grad_evals", "device", "dtype"]
+RUN_FIELDS = ["status", "steps", "t", "final_loss", "time_to_target", "invariant_drift_max", "wall_seconds",
+              "steps_per_second", "iterations", "rejected_steps", "grad_evals", "device", "dtype"]
+MEMBER_FIELDS = ["steps", "t", "rejected_steps", "grad_evals"]  # as member_<field>: a member's own count
 
 
 def _run_dirs(path: Path) -> list[Path]:
@@ -43,6 +44,7 @@ def _rows(run_dir: Path, root: Path) -> list[dict[str, Any]]:
     for m in summary["members"]:
         row = {**base, "member": m["member"], "member_seed": m["seed"], "status": m["status"],
                "stop_step": m["stop_step"], "final_loss": m["final_loss"], "time_to_target": m["time_to_target"]}
+        row.update({f"member_{k}": m.get(k) for k in MEMBER_FIELDS})
         row.update({f"final_{k}": v for k, v in m["final"].items() if k != "loss"})
         rows.append(row)
     return rows

@@ -1,10 +1,11 @@
-"""The one training loop. The update rule (an integrator on a data stream) is pluggable; the loop owns the
-time axis, the per-member stopping rules, and when metrics are taken.
+"""The one training loop. The update rule (a Runge–Kutta method on a data stream) and the clock (fixed or
+adaptive steps) are pluggable; the loop owns the stopping rules and when metrics are taken.
 
-Member statuses: ``running`` until its loss reaches ``target_loss`` (``converged``) or is NaN/inf or above
-``divergence_threshold`` (``diverged``); a stopped member's parameters are frozen while the others go on.
-Full-batch trainers check every step on the exact loss; minibatch and online trainers check divergence on the
-step's batch loss and the target on the logged (full-data) loss.
+Member statuses: ``running`` until its loss reaches ``target_loss`` (``converged``), is NaN/inf or above
+``divergence_threshold`` (``diverged``), or the adaptive step budget runs out (``step_budget``); a stopped
+member's parameters are frozen while the others go on. Full-batch trainers check every step on the exact
+loss; minibatch and online trainers check divergence on the step's batch loss and the target on the logged
+(full-data) loss. Flow trainers place time_to_target between steps with the method's dense output.
 """
 from __future__ import annotations
 
@@ -17,80 +18,149 @@ import torch
 from torch import Tensor
 
 from dynamics_bench.batches import Batches
+from dynamics_bench.clocks import GridSpec, make_clock
+from dynamics_bench.integrators import Step, Tableau, advance, dense_point, rk_step
 from dynamics_bench.metrics.base import Snapshot
 from dynamics_bench.models.base import Params
 from dynamics_bench.objective import Objective
-from dynamics_bench.integrators import advance
 from dynamics_bench.trainers import Schedule
 
 OnLog = Callable[[Snapshot], dict[str, Tensor]]  # logs a snapshot, returns its metrics
+LOCATE_ITERATIONS = 60  # regula falsi (Illinois) on the dense output; converges superlinearly, this is a cap
 
 
 @dataclass
 class MemberState:
     status: str = "running"
-    stop_step: int | None = None  # step at which the member converged or diverged
+    stop_step: int | None = None  # accepted steps when the member converged, diverged or ran out of budget
     time_to_target: float | None = None
 
 
 @dataclass
 class TrainResult:
     params: Params
-    steps: int  # the last step taken (θ_steps are the final parameters)
-    t: float
-    grad_evals: int
+    iterations: int  # attempted steps of the whole ensemble (= steps for fixed-step methods)
+    steps: list[int]  # accepted steps per member
+    t: list[float]  # flow time reached per member
+    grad_evals: int  # batched gradient evaluations, rejected steps included: the cost
+    member_grad_evals: list[int]  # evaluations each member needed (not counting steps it sat out)
+    rejected: list[int]
     wall_seconds: float
     members: list[MemberState] = field(default_factory=list)
 
 
-def _check(members: list[MemberState], losses: list[float], step: int, t: float, schedule: Schedule,
-           target: bool, divergence: bool) -> None:
-    for m, value in zip(members, losses):
+@dataclass
+class _Previous:
+    """The last step and the state it started from: enough to evaluate the flow between the two states."""
+
+    step: Step
+    params: Params
+    loss: Tensor
+    t: list[float]
+
+
+def _check(members: list[MemberState], losses: list[float], steps: list[int], t: list[float],
+           schedule: Schedule, target: bool, divergence: bool) -> list[int]:
+    """Update statuses from the current losses; returns the members that stopped now."""
+    stopped = []
+    for i, (m, value) in enumerate(zip(members, losses)):
         if m.status != "running":
             continue
         if divergence and (not math.isfinite(value) or value > schedule.divergence_threshold):
-            m.status, m.stop_step = "diverged", step
+            m.status, m.stop_step = "diverged", steps[i]
         elif target and schedule.target_loss is not None and value <= schedule.target_loss:
-            m.status, m.stop_step, m.time_to_target = "converged", step, t
+            m.status, m.stop_step, m.time_to_target = "converged", steps[i], t[i]
+        else:
+            continue
+        stopped.append(i)
+    return stopped
 
 
-def _mask(direction: list[Tensor], running: Tensor) -> list[Tensor]:
-    """Zero the increment of stopped members (where, not a product: a diverged member's may be NaN)."""
-    return [torch.where(running.view(-1, *[1] * (d.dim() - 1)), d, 0.0) for d in direction]
+def _where(mask: Tensor, new: Tensor, old: Tensor) -> Tensor:
+    return torch.where(mask.view(-1, *[1] * (new.dim() - 1)), new, old)
 
 
-def train(*, objective: Objective, params: Params, batches: Batches, schedule: Schedule, grid: set[int],
-          on_log: OnLog, snapshot: Callable[..., Snapshot], progress: Callable[[int], None]) -> TrainResult:
-    """Run `schedule.steps` steps from `params` (E members, left untouched), calling on_log on the grid and at
-    the end."""
-    params = {k: v.detach().clone() for k, v in params.items()}  # updated in place
-    members = [MemberState() for _ in range(next(iter(params.values())).shape[0])]
-    integrator, h = schedule.integrator, schedule.h
-    grad_evals, step, start = 0, 0, time.perf_counter()
-    for step in range(schedule.steps + 1):
-        t = step * h
-        x, y = batches()
-        with torch.no_grad():  # only the objective's own gradient evaluations build graphs
-            if step < schedule.steps:
-                taken = integrator.step(lambda p: objective.loss_and_grad(p, x, y), params, h)
-                loss, grad, direction, alpha = taken
-                grad_evals += integrator.grad_evals_per_step
-            else:
-                loss, grad, direction, alpha = objective.loss(params, x, y), None, None, 0.0
-        _check(members, loss.tolist(), step, t, schedule, target=batches.full, divergence=True)
-        finished = all(m.status != "running" for m in members)
-        stopped = any(m.stop_step == step for m in members)  # a member's stop step always gets its row
-        if step in grid or step == schedule.steps or finished or stopped:
-            cached = (loss, grad) if batches.full else (None, None)
-            logged = on_log(snapshot(step=step, t=t, params=params, loss=cached[0], grad=cached[1]))
-            if not batches.full:
-                _check(members, logged["loss"].tolist(), step, t, schedule, target=True, divergence=False)
-                finished = all(m.status != "running" for m in members)
-        progress(step)
-        if finished or direction is None:
+def locate_crossing(loss_at: Callable[[Params], Tensor], method: Tableau, prev: _Previous, level: float,
+                    loss_after: Tensor) -> list[float]:
+    """Per member, the s ∈ [0, 1] where L(θ(t_k + s·h)) = level on the step's dense output (Illinois regula
+    falsi, bracketed by L(θ_k) > level ≥ L(θ_{k+1})). Members without a crossing get s = 1."""
+    lo, hi = torch.zeros_like(prev.loss), torch.ones_like(prev.loss)
+    f_lo, f_hi = prev.loss - level, loss_after - level
+    bracket = (f_lo > 0) & (f_hi <= 0)
+    side = torch.zeros_like(lo)  # which end moved last: the Illinois halving of the stale end
+    for _ in range(LOCATE_ITERATIONS):
+        s = torch.where(bracket, (lo * f_hi - hi * f_lo) / (f_hi - f_lo), hi)
+        f = loss_at(dense_point(method, prev.step, prev.params, s)) - level
+        left = f > 0
+        lo, f_lo = torch.where(left, s, lo), torch.where(left, f, f_lo * torch.where(side < 0, 0.5, 1.0))
+        hi, f_hi = torch.where(left, hi, s), torch.where(left, f_hi * torch.where(side > 0, 0.5, 1.0), f)
+        side = torch.where(left, -1.0, 1.0)
+        if bool(((hi - lo) <= 1e-14).logical_or(f == 0).logical_or(~bracket).all()):
             break
+    return torch.where(bracket, s, hi).tolist()
+
+
+def train(*, objective: Objective, params: Params, batches: Batches, schedule: Schedule, grid: GridSpec,
+          on_log: OnLog, snapshot: Callable[..., Snapshot], progress: Callable[[float], None]) -> TrainResult:
+    """Integrate from `params` (E members, left untouched) to the schedule's end, calling on_log at the grid
+    times, where a member stops, and at the end. `progress` gets the flow time reached."""
+    params = {k: v.detach().clone() for k, v in params.items()}  # updated in place
+    size = next(iter(params.values())).shape[0]
+    members = [MemberState() for _ in range(size)]
+    clock, method = make_clock(schedule, grid, size), schedule.method
+    locate = schedule.locate_target and schedule.target_loss is not None and batches.full
+    grad_evals, member_evals = (1, [1] * size) if method.fsal else (0, [0] * size)
+    x, y = batches()
+    grad_fn = lambda p: objective.loss_and_grad(p, x, y)  # noqa: E731  (x, y rebound per step)
+    loss, grad = grad_fn(params)
+    previous: _Previous | None = None
+    iteration, start = 0, time.perf_counter()
+    while True:
+        steps, times = clock.steps(), clock.times()
+        stopped = _check(members, loss.tolist(), steps, times, schedule, target=batches.full, divergence=True)
+        if locate and previous is not None and any(members[i].status == "converged" for i in stopped):
+            s = locate_crossing(lambda p: objective.loss(p, x, y), method, previous, schedule.target_loss, loss)
+            for i in stopped:
+                if members[i].status == "converged":
+                    members[i].time_to_target = previous.t[i] + s[i] * (times[i] - previous.t[i])
         running = [m.status == "running" for m in members]
-        if not all(running):
-            direction = _mask(direction, torch.tensor(running, device=loss.device))
-        advance(params, direction, alpha)
-    return TrainResult(params, step, step * h, grad_evals, time.perf_counter() - start, members)
+        out_of_budget = clock.out_of_budget() and any(running)
+        if out_of_budget:
+            for i in (i for i in range(size) if running[i]):
+                members[i].status, members[i].stop_step = "step_budget", steps[i]
+            running = [False] * size
+        due = clock.due(running)
+        finished = not any(running) or clock.finished(running)
+        if due or finished or stopped:
+            cached = (loss, grad) if batches.full else (None, None)
+            logged = on_log(snapshot(iteration=iteration, steps=steps, t=times, params=params,
+                                     loss=cached[0], grad=cached[1]))
+            if due:
+                clock.logged()
+            if not batches.full:
+                _check(members, logged["loss"].tolist(), steps, times, schedule, target=True, divergence=False)
+                running = [m.status == "running" for m in members]
+                finished = not any(running) or finished
+        progress(max(times))
+        if finished:
+            break
+        h, moving = clock.step_size(running, loss.device)
+        step = rk_step(method, grad_fn, params, h, (loss, grad), schedule.rtol, schedule.atol)
+        grad_evals += method.grad_evals_per_step
+        moves = running if moving is None else moving.tolist()
+        for i in (i for i in range(size) if moves[i]):
+            member_evals[i] += method.grad_evals_per_step
+        accepted = clock.commit(step, moving)
+        if locate:
+            previous = _Previous(step, {k: v.clone() for k, v in params.items()}, loss, times)
+        advance(params, step, accepted)
+        iteration += 1
+        x, y = batches()
+        if method.fsal:  # the last stage was evaluated at θ_{k+1}: the next step's first, for accepted members
+            end_loss, end_grad = step.end
+            loss = end_loss if accepted is None else torch.where(accepted, end_loss, loss)
+            grad = end_grad if accepted is None else {k: _where(accepted, end_grad[k], g) for k, g in grad.items()}
+        else:
+            loss, grad = grad_fn(params)
+    return TrainResult(params, iteration, clock.steps(), clock.times(), grad_evals, member_evals,
+                       clock.rejected, time.perf_counter() - start, members)

@@ -1,28 +1,40 @@
 """Trainer configs (``trainer=gd|sgd|gradient_flow``) and what each one means for the training loop.
 
-Every trainer is a fixed-step integrator of gradient flow on a data stream: GD is Euler with h = lr on the
-full data set, SGD is Euler with h = lr on per-member minibatches, and ``gradient_flow`` integrates the flow
-itself with step h. All of them report flow time t = step·h, so they compare on one axis.
+Every trainer integrates gradient flow on a data stream: GD is Euler with h = lr on the full data set, SGD is
+Euler with h = lr on per-member minibatches, and ``gradient_flow`` integrates the flow itself, with a fixed
+step h (euler, heun, rk4) or with error control (bosh3, dopri5). All of them report flow time t, so they
+compare on one axis.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
 from dynamics_bench.config import AllowInf, choice, positive, require
-from dynamics_bench.integrators import INTEGRATORS, Integrator
+from dynamics_bench.integrators import INTEGRATORS, Tableau
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """What the loop needs: the integrator, its step h, the number of steps, and the minibatch size
-    (None: the full data set, or task.n fresh samples per step on an online task)."""
+    """What the loop needs. Fixed-step methods take `steps` steps of h; adaptive methods integrate to t_max
+    with h as the first trial step, under rtol/atol, within `max_steps` attempted steps.
+    batch_size None: the full data set (or task.n fresh samples per step on an online task)."""
 
-    integrator: Integrator
+    method: Tableau
     h: float
-    steps: int
+    t_max: float
+    steps: int | None  # fixed-step methods only
     batch_size: int | None
     target_loss: float | None
     divergence_threshold: float
+    locate_target: bool = False  # place time_to_target between steps with the method's dense output
+    rtol: float = 0.0
+    atol: float = 0.0
+    max_steps: int | None = None  # adaptive only: attempted steps (accepted + rejected) before giving up
+
+    @property
+    def adaptive(self) -> bool:
+        return self.method.adaptive
 
 
 @dataclass
@@ -48,7 +60,7 @@ class GDConfig(_Common):
         self._check_common()
 
     def schedule(self) -> Schedule:
-        return Schedule(INTEGRATORS["euler"], self.lr, self.steps, None, self.target_loss,
+        return Schedule(INTEGRATORS["euler"], self.lr, self.steps * self.lr, self.steps, None, self.target_loss,
                         self.divergence_threshold)
 
 
@@ -62,27 +74,36 @@ class SGDConfig(GDConfig):
         positive("trainer.batch_size", self.batch_size)
 
     def schedule(self) -> Schedule:
-        return Schedule(INTEGRATORS["euler"], self.lr, self.steps, self.batch_size, self.target_loss,
-                        self.divergence_threshold)
+        return Schedule(INTEGRATORS["euler"], self.lr, self.steps * self.lr, self.steps, self.batch_size,
+                        self.target_loss, self.divergence_threshold)
 
 
 @dataclass
 class GradientFlowConfig(_Common):
     name: str = "gradient_flow"
     method: str = "rk4"  # a name in integrators.INTEGRATORS
-    h: float = 0.01  # step size in flow time
-    t_max: float = 10.0  # horizon: ceil(t_max / h) steps
+    h: float = 0.01  # fixed-step methods: the step; adaptive methods: the first trial step
+    t_max: float = 10.0  # horizon (fixed-step: ceil(t_max / h) steps)
+    rtol: float = 1e-10  # adaptive methods: relative and absolute tolerance per entry of θ
+    atol: float = 1e-12
+    max_steps: int = 100_000  # adaptive methods: attempted steps (accepted + rejected) before giving up
 
     def __post_init__(self) -> None:
         choice("trainer.method", self.method, INTEGRATORS)
         positive("trainer.h", self.h)
         require(0 <= self.t_max < math.inf, "trainer.t_max", self.t_max, "must be finite and >= 0")
+        require(self.rtol >= 0, "trainer.rtol", self.rtol, "must be >= 0")
+        require(self.atol >= 0, "trainer.atol", self.atol, "must be >= 0")
+        require(self.rtol > 0 or self.atol > 0, "trainer.rtol", self.rtol, "rtol and atol cannot both be 0")
+        positive("trainer.max_steps", self.max_steps)
         self._check_common()
 
     def schedule(self) -> Schedule:
-        steps = math.ceil(self.t_max / self.h - 1e-9)  # tolerate t_max/h = 999.9999999 from float input
-        return Schedule(INTEGRATORS[self.method], self.h, steps, None, self.target_loss,
-                        self.divergence_threshold)
+        method = INTEGRATORS[self.method]
+        steps = None if method.adaptive else math.ceil(self.t_max / self.h - 1e-9)  # t_max/h = 999.9999999
+        return Schedule(method, self.h, self.t_max, steps, None, self.target_loss, self.divergence_threshold,
+                        locate_target=True, rtol=self.rtol, atol=self.atol,
+                        max_steps=self.max_steps if method.adaptive else None)
 
 
 TRAINERS: dict[str, type[GDConfig | SGDConfig | GradientFlowConfig]] = {

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics_bench.integrators import euler_step
+from dynamics_bench.integrators import EULER, rk_step
 from dynamics_bench.experiment import build, init_params
 from tests.conftest import make_cfg, run_overrides
 
@@ -124,7 +124,9 @@ def test_gd_one_step_imbalance_identity_deep_linear(lr):
     params = init_params(exp)
     x, y = exp.task.data()
     x, y = x.expand(3, *x.shape), y.expand(3, *y.shape)
-    _, grad, direction, alpha = euler_step(lambda p: exp.objective.loss_and_grad(p, x, y), params, lr)
+    fn = lambda p: exp.objective.loss_and_grad(p, x, y)  # noqa: E731
+    step = rk_step(EULER, fn, params, lr, fn(params))
+    grad, direction, alpha = step.stages[0], step.direction, step.alpha
     new = {k: p + alpha * d for (k, p), d in zip(params.items(), direction)}
     names = ["W1", "W2", "W3"]
     c_old = imbalances([params[n] for n in names])
@@ -148,7 +150,9 @@ def test_gd_one_step_neuron_identity_two_layer_with_bias():
     params = init_params(exp)
     x, y = exp.task.data()
     x, y = x.expand(2, *x.shape), y.expand(2, *y.shape)
-    _, g, direction, alpha = euler_step(lambda p: exp.objective.loss_and_grad(p, x, y), params, lr)
+    fn = lambda p: exp.objective.loss_and_grad(p, x, y)  # noqa: E731
+    step = rk_step(EULER, fn, params, lr, fn(params))
+    g, direction, alpha = step.stages[0], step.direction, step.alpha
     new = {k: p + alpha * d for (k, p), d in zip(params.items(), direction)}
 
     def q(p):

@@ -14,7 +14,9 @@ import torch
 
 from dynamics_bench.config import ConfigError
 from dynamics_bench.losses import MSE, CrossEntropy, Logistic
-from dynamics_bench.metrics import METRICS, evaluate, log_grid, select_metrics
+from dynamics_bench.clocks import FixedClock, GridSpec, log_steps
+from dynamics_bench.metrics import METRICS, evaluate, select_metrics
+from dynamics_bench.trainers import GDConfig
 from dynamics_bench.metrics.alignment import LIVE_FRACTION
 from dynamics_bench.metrics.base import Snapshot
 from dynamics_bench.models.deep_linear import DeepLinear
@@ -52,7 +54,7 @@ def snap(model, params, params0=None, *, x=None, y=None, loss=None, sum_over_sam
         x = torch.zeros(e, 1, model.input_dim, dtype=F64)
         y = torch.zeros(e, 1, model.output_dim, dtype=F64)
     objective = Objective(model=model, loss=loss or MSE(), sum_over_samples=sum_over_samples)
-    return Snapshot(step=0, t=0.0, params=params, params0=params if params0 is None else params0,
+    return Snapshot(iteration=0, steps=[0] * e, t=[0.0] * e, params=params, params0=params if params0 is None else params0,
                     objective=objective, task=task or SimpleNamespace(teacher=None), x=x, y=y, **kw)
 
 
@@ -209,13 +211,17 @@ def test_two_layer_neuron_imbalance_with_bias_by_hand():
     """w = [[1, 2], [0, 1], [3, 0]], a = (2, −1, 1), b = (0.5, 1, −2):
     a² − ‖w‖² − b² = (4 − 5 − 0.25, 1 − 1 − 1, 1 − 9 − 4) = (−1.25, −1, −12) -> imbalance = 12
     θ0: w = [[1, 0], [0, 1], [1, 1]], a = (1, 1, 1), b = 0 -> (0, 0, −1); scales a² + ‖w‖² + b² = (2, 2, 3)
-    drift = max(1.25, 1, 11) = 11, rel = 11/3."""
+    drift = max(1.25, 1, 11) = 11, rel = max_j drift_j/scale_j = max(0.625, 0.5, 11/3) = 11/3.
+    Width 3 ≤ 16: the signed q_j also come as imbalance/1..3."""
     model = two_layer(3, 2, bias=True)
     params = {"w": t([[[1.0, 2.0], [0.0, 1.0], [3.0, 0.0]]]), "a": t([[[2.0, -1.0, 1.0]]]),
               "b": t([[0.5, 1.0, -2.0]])}
     params0 = {"w": t([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]]), "a": t([[[1.0, 1.0, 1.0]]]), "b": t([[0.0] * 3])}
     out = METRICS["imbalance"].fn(snap(model, params, params0))
-    assert set(out) == {"imbalance", "imbalance_drift", "imbalance_drift_rel"}  # no per-layer columns
+    assert set(out) == {"imbalance", "imbalance_drift", "imbalance_drift_rel", "imbalance/1", "imbalance/2",
+                        "imbalance/3"}
+    for j, q in enumerate([-1.25, -1.0, -12.0]):
+        assert out[f"imbalance/{j + 1}"].item() == pytest.approx(q, rel=1e-15)
     assert out["imbalance"].item() == pytest.approx(12.0, rel=1e-15)
     assert out["imbalance_drift"].item() == pytest.approx(11.0, rel=1e-15)
     assert out["imbalance_drift_rel"].item() == pytest.approx(11.0 / 3, rel=1e-15)
@@ -299,7 +305,7 @@ def test_alignment_with_no_live_student_is_nan():
 # log grid
 @pytest.mark.parametrize("steps, points", [(10_000, 100), (1_000_000, 50), (123_457, 30), (500, 100)])
 def test_log_grid_large(steps, points):
-    grid = sorted(log_grid(steps, points, None))
+    grid = sorted(log_steps(steps, points))
     assert len(grid) == points == len(set(grid))
     assert grid[0] == 0 and grid[1] == 1 and grid[-1] == steps
     assert all(0 <= g <= steps for g in grid)
@@ -321,12 +327,12 @@ def test_log_grid_large(steps, points):
 
 
 def test_log_grid_two_points_is_first_and_last():
-    assert log_grid(1000, 2, None) == {0, 1000}
+    assert log_steps(1000, 2) == {0, 1000}
 
 
 @pytest.mark.parametrize("steps, points", [(0, 100), (5, 100), (99, 100), (1, 2)])
 def test_log_grid_small_is_every_step(steps, points):
-    assert log_grid(steps, points, None) == set(range(steps + 1))
+    assert log_steps(steps, points) == set(range(steps + 1))
 
 
 @pytest.mark.parametrize("steps, every, expected", [
@@ -337,7 +343,7 @@ def test_log_grid_small_is_every_step(steps, points):
     (0, 2, {0}),
 ])
 def test_log_grid_every(steps, every, expected):
-    assert log_grid(steps, 100, every) == expected
+    assert FixedClock(GDConfig(lr=1.0, steps=steps).schedule(), GridSpec(every=every), 1).grid == expected
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -362,8 +368,8 @@ def test_auto_selects_only_applicable_metrics(overrides, expected):
     model = exp.objective.model
     params = model.init_params([torch.Generator().manual_seed(0)])
     x, y = exp.task.data()
-    s = Snapshot(step=0, t=0.0, params=params, params0=params, objective=exp.objective, task=exp.task,
-                 x=x[None], y=y[None])
+    s = Snapshot(iteration=0, steps=[0], t=[0.0], params=params, params0=params, objective=exp.objective,
+                 task=exp.task, x=x[None], y=y[None])
     assert all(torch.isfinite(v).all() for v in evaluate(exp.metrics, s).values())
 
 

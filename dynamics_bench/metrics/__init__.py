@@ -7,26 +7,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from dynamics_bench.clocks import GridSpec
 from dynamics_bench.config import ConfigError, positive, require
 from dynamics_bench.metrics.alignment import ALIGNMENT
 from dynamics_bench.metrics.base import Metric, Snapshot
 from dynamics_bench.metrics.basic import BASIC
 from dynamics_bench.metrics.imbalance import IMBALANCE
+from dynamics_bench.metrics.vector_case import VECTOR_CASE
 from dynamics_bench.objective import Objective
 from dynamics_bench.tasks.base import Task
 
-METRICS: dict[str, Metric] = {**BASIC, **IMBALANCE, **ALIGNMENT}
+METRICS: dict[str, Metric] = {**BASIC, **IMBALANCE, **ALIGNMENT, **VECTOR_CASE}
 
 
 @dataclass
 class MetricsConfig:
     names: str | list[str] = "auto"  # "auto": every metric that applies; or a list of METRICS keys
-    points: int = 100  # size of the log-spaced grid in t (first and last step included)
-    every: int | None = None  # log every k steps instead (and the last step)
+    points: int = 100  # size of the log-spaced grid in t (t = 0 and the end included)
+    every: int | None = None  # log every k (accepted) steps instead (and the last step)
+    times: list[float] | None = None  # or log at these flow times (and t = 0 and the end)
     save_params: bool = False  # also store the parameters at every logged step (params/<step>.pt)
 
     def __post_init__(self) -> None:
@@ -37,6 +39,13 @@ class MetricsConfig:
                 require(name in METRICS, f"metrics.names[{i}]", name, "must be one of " + ", ".join(METRICS))
         require(self.points >= 2, "metrics.points", self.points, "must be >= 2 (first and last step)")
         positive("metrics.every", self.every, allow_none=True)
+        require(self.every is None or self.times is None, "metrics.times", self.times,
+                "must be null when metrics.every is set (one grid at a time)")
+        for i, t in enumerate(self.times or []):
+            require(t >= 0, f"metrics.times[{i}]", t, "must be >= 0")
+
+    def grid(self) -> GridSpec:
+        return GridSpec(points=self.points, every=self.every, times=self.times)
 
 
 def select_metrics(names: str | list[str], objective: Objective, task: Task) -> dict[str, Metric]:
@@ -60,19 +69,4 @@ def evaluate(metrics: dict[str, Metric], snapshot: Snapshot) -> dict[str, Tensor
     return out
 
 
-def log_grid(steps: int, points: int, every: int | None) -> set[int]:
-    """Steps to log. Default: `points` steps log-spaced in t (uniform steps make t ∝ step), 0 and the last
-    included; the low end is dense where spacing falls below one step. With `every`: 0, k, 2k, ..., last."""
-    if every is not None:
-        return set(range(0, steps + 1, every)) | {steps}
-    if steps + 1 <= points:
-        return set(range(steps + 1))
-    n = points - 2
-    while True:  # rounding merges the densest low steps; ask for more until `points` distinct remain
-        grid = {0, steps} | set(np.round(np.geomspace(1, steps, n)).astype(int).tolist())
-        if len(grid) >= points or n > 10 * points:
-            return grid
-        n += 1
-
-
-__all__ = ["METRICS", "MetricsConfig", "Snapshot", "evaluate", "log_grid", "select_metrics"]
+__all__ = ["METRICS", "MetricsConfig", "Snapshot", "evaluate", "select_metrics"]

@@ -14,14 +14,16 @@ from dynamics_bench.tasks.base import Task
 
 @dataclass
 class Snapshot:
-    """The state after `step` updates (θ_step at flow time t) and what it takes to evaluate it.
+    """The state after `iteration` attempted steps (member e at flow time t[e] after steps[e] accepted steps)
+    and what it takes to evaluate it.
 
     loss/grad hold L(θ) and ∇L(θ) on the metrics' data when the trainer already computed them (full-batch
     trainers), so metrics don't pay for them twice; use :meth:`loss_and_grad`.
     """
 
-    step: int
-    t: float
+    iteration: int
+    steps: list[int]
+    t: list[float]
     params: Params
     params0: Params  # the initialization θ_0
     objective: Objective

@@ -1,9 +1,12 @@
 """Conserved imbalances of gradient flow and their drift, a live gauge of how close a run is to the flow.
 
 Deep linear nets conserve C_i = W_iW_iᵀ − W_{i+1}ᵀW_{i+1} for any cost (de Oliveira–Jatkar–Sontag 2025,
-Prop. 2; Du–Hu–Lee 2018, Thm 2.2). Two-layer nets with a homogeneous activation and a trainable output layer
-conserve a_j² − ‖w_j‖² (− b_j² with a bias) per hidden neuron (Du–Hu–Lee 2018, Thm 2.1). In the vector case
-(depth 2, scalar input and output) c = 2tr(C²) − tr(C)² rescales flow time (paper (1), Prop. 7).
+Prop. 2; Du–Hu–Lee 2018, Thm 2.2). Two-layer nets with a trainable output layer conserve, per hidden neuron,
+q_j = ‖a_j‖² − h_j: with a homogeneous activation h_j = ‖w_j‖² + b_j² on any data (Du–Hu–Lee 2018, Thm 2.1); with
+any activation that has a potential H (H' = 2σ/σ') and the single input x = 1, h_j = H(w_j), or ½H(w_j + b_j) with
+a bias, whatever the loss (d/dt ‖a_j‖² = d/dt h_j = −2σ·a_jᵀ∇ℓ; paper (1), Prop. 8 for σ = z/√(1+z²), whose
+C = a² − ½(1+w²)² is −½ at the origin). In the vector case (depth 2, scalar input and output)
+c = 2tr(C²) − tr(C)² rescales flow time (paper (1), Prop. 7).
 """
 from __future__ import annotations
 
@@ -13,12 +16,18 @@ import torch
 from torch import Tensor
 
 from dynamics_bench.metrics.base import Metric, Snapshot
-from dynamics_bench.models.base import Model, Params
+from dynamics_bench.models.base import ACTIVATIONS, Activation, Model, Neurons, Params
 from dynamics_bench.models.deep_linear import DeepLinear
 from dynamics_bench.models.two_layer import TwoLayer
+from dynamics_bench.tasks.base import Task
 
 # (model, params) -> (conserved quantities (E, G, ...) grouped as the metric reports them, scale (E, G))
 Groups = Callable[[Model, Params], tuple[Tensor, Tensor]]
+Reason = Callable[[Model, Task], "str | None"]  # None when the model conserves its groups on this task, else why not
+
+# Signed per-neuron columns imbalance/j only up to this width: one column per neuron would make metrics.csv as
+# wide as the net, and a wide net's neurons are read through the max columns anyway.
+MAX_NEURON_COLUMNS = 16
 
 
 def layer_imbalances(model: DeepLinear, params: Params) -> tuple[Tensor, Tensor]:
@@ -30,50 +39,89 @@ def layer_imbalances(model: DeepLinear, params: Params) -> tuple[Tensor, Tensor]
 
 
 def neuron_imbalances(model: TwoLayer, params: Params) -> tuple[Tensor, Tensor]:
-    """a_j² − ‖w_j‖² − b_j² (E, m) and ‖a_j‖² + ‖w_j‖² (+ b_j²) (E, m)."""
+    """q_j = ‖a_j‖² − h_j (E, m) and the sizes of its two terms ‖a_j‖² + |h_j| (E, m), the scale q_j's
+    round-off and a relative drift are measured against (|q_j| itself may be 0, and H has no fixed constant)."""
     n = model.neurons(params)
-    a_sq, w_sq = n.a.pow(2).sum(1), n.w.pow(2).sum(2)  # (E, m)
-    if n.b is not None:
-        w_sq = w_sq + n.b.pow(2)
-    return a_sq - w_sq, a_sq + w_sq
+    a_sq, h = n.a.pow(2).sum(1), _incoming_term(model.activation, n)  # (E, m)
+    return a_sq - h, a_sq + h.abs()
 
 
-def _two_layer_reason(model: TwoLayer) -> str | None:
+def _incoming_term(activation: Activation, n: Neurons) -> Tensor:
+    """h_j (E, m): ‖w_j‖² + b_j² for a homogeneous σ (any data), else H(w_j) or ½H(w_j + b_j) (input x = 1)."""
+    if activation.homogeneous:
+        h = n.w.pow(2).sum(2)
+        return h if n.b is None else h + n.b.pow(2)
+    z = n.w[..., 0]  # (E, m): the pre-activation on the input 1
+    return activation.potential(z) if n.b is None else 0.5 * activation.potential(z + n.b)
+
+
+def _unit_input_shortfall(task: Task) -> str | None:
+    """None when training sees nothing but the fixed input x = 1 (task=matrix_cost with input size 1), else
+    what it sees instead."""
+    if task.online:
+        return "fresh samples every step (task.online)"
+    x, _ = task.data()
+    if tuple(x.shape) != (1, 1):
+        return f"{x.shape[0]} inputs of size {x.shape[1]}"
+    return None if x.item() == 1 else f"the single input x = {x.item():g}"
+
+
+def _two_layer_reason(model: TwoLayer, task: Task) -> str | None:
     if model.output_layer != "trainable":
         return "needs model.output_layer=trainable"
-    if not model.activation.homogeneous:
-        return f"needs a homogeneous activation (relu, abs, linear), not {model.activation_name}"
-    return None
+    act, name = model.activation, model.activation_name
+    if act.homogeneous:
+        return None
+    if act.potential is None:
+        missing = f"{name} has no known potential"
+    else:
+        shortfall = _unit_input_shortfall(task)
+        if shortfall is None:
+            return None
+        missing = f"{name} is trained on {shortfall}"
+    homogeneous = ", ".join(k for k, a in ACTIVATIONS.items() if a.homogeneous)
+    return (f"needs a homogeneous activation ({homogeneous}), or a single input x = 1 (task=matrix_cost with input "
+            f"size 1) and an activation with a known potential; {missing}")
 
 
-_GROUPS: dict[type, tuple[Groups, Callable[[Model], str | None]]] = {
-    DeepLinear: (layer_imbalances, lambda m: None if m.depth >= 2 else "needs model.depth >= 2"),
+_GROUPS: dict[type, tuple[Groups, Reason]] = {
+    DeepLinear: (layer_imbalances, lambda m, task: None if m.depth >= 2 else "needs model.depth >= 2"),
     TwoLayer: (neuron_imbalances, _two_layer_reason),
 }
 
 
 def _requires(objective, task) -> str | None:
     entry = _GROUPS.get(type(objective.model))
-    return entry[1](objective.model) if entry else "needs model=deep_linear or model=two_layer"
+    return entry[1](objective.model, task) if entry else "needs model=deep_linear or model=two_layer"
 
 
 def _group_norm(c: Tensor) -> Tensor:
     return c.reshape(*c.shape[:2], -1).norm(dim=2)  # (E, G): Frobenius per layer, |·| per neuron
 
 
+def _neuron_ratio(drift: Tensor, scale: Tensor) -> Tensor:
+    """drift/scale per neuron; a neuron with both terms 0 that never moved (a fixed point of the flow) has
+    drifted 0, not 0/0. NaN drift (a diverged member) stays NaN."""
+    return torch.where(drift == 0, 0.0, drift / scale)
+
+
 def imbalance(s: Snapshot) -> dict[str, Tensor]:
     groups = _GROUPS[type(s.model)][0]
     c, _ = groups(s.model, s.params)
     c0, scale0 = groups(s.model, s.params0)
-    drift = _group_norm(c - c0).amax(1)
-    out = {"imbalance": _group_norm(c).amax(1), "imbalance_drift": drift,
-           "imbalance_drift_rel": drift / scale0.amax(1)}
+    size, drift = _group_norm(c), _group_norm(c - c0)  # (E, G)
+    out = {"imbalance": size.amax(1), "imbalance_drift": drift.amax(1)}
     if isinstance(s.model, DeepLinear):
-        out.update({f"imbalance/{i + 1}": v for i, v in enumerate(_group_norm(c).unbind(1))})
+        out["imbalance_drift_rel"] = drift.amax(1) / scale0.amax(1)
+        out.update({f"imbalance/{i + 1}": v for i, v in enumerate(size.unbind(1))})
         if s.model.depth == 2 and s.model.input_dim == 1 and s.model.output_dim == 1:
             cm = c[:, 0]  # (E, k, k)
             tr = torch.diagonal(cm, dim1=1, dim2=2).sum(1)
             out["imbalance_c"] = 2 * (cm * cm.mT).sum((1, 2)) - tr**2  # 2tr(C²) − tr(C)²
+    else:  # per neuron: each against the sizes of its own two terms, so a small neuron's drift is not hidden
+        out["imbalance_drift_rel"] = _neuron_ratio(drift, scale0).amax(1)
+        if s.model.width <= MAX_NEURON_COLUMNS:
+            out.update({f"imbalance/{j + 1}": q for j, q in enumerate(c.unbind(1))})
     return out
 
 

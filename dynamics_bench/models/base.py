@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from dynamics_bench.config import ConfigError, choice, positive, require
+from dynamics_bench.quadrature import integral_from_zero
 
 Params = dict[str, Tensor]
 
@@ -24,18 +25,38 @@ class Activation:
     """An elementwise nonlinearity and the facts metrics need about it."""
 
     fn: Callable[[Tensor], Tensor]
-    homogeneous: bool  # σ(cz) = cσ(z) for c > 0: two-layer nets then conserve a_j² − ‖w_j‖²
+    homogeneous: bool  # σ(cz) = cσ(z) for c > 0: two-layer nets then conserve a_j² − ‖w_j‖² on any data
     even: bool  # σ(−z) = σ(z): a neuron and its negation are the same, so alignment uses |cos|
+    smooth: bool  # no kinks: adaptive step-size control assumes a smooth vector field, and relu/abs defeat it
+    # H with H' = 2σ/σ' (fixed up to a constant): on the single input x = 1, gradient flow conserves a² − H(w)
+    # per neuron, whatever the loss (paper (1), Prop. 8 for the algebraic sigmoid; theory.md §4)
+    potential: Callable[[Tensor], Tensor] | None = None
+
+
+# Composite Gauss–Legendre on [0, z]: 32 panels of 20 nodes put the erf potential within 1e-13 relative of its
+# power series for |z| ≤ 25 (tests/test_invariants.py); past that, the integrand's peak at t = z grows too sharp.
+ERF_PANELS, ERF_ORDER = 32, 20
+SQRT_PI = math.sqrt(math.pi)
+
+
+def _erf_potential(z: Tensor) -> Tensor:
+    """H(z) = ∫₀ᶻ √π·erf(t)·e^{t²} dt (2σ/σ' for σ = erf), which has no closed form. Accurate for |z| ≤ 25;
+    inf from |z| ≈ 26.6 in float64 (≈ 9.4 in float32), where e^{z²}, and H with it, overflows."""
+    return integral_from_zero(lambda t: SQRT_PI * torch.erf(t) * torch.exp(t * t), z,
+                              panels=ERF_PANELS, order=ERF_ORDER)
 
 
 ACTIVATIONS: dict[str, Activation] = {
-    "relu": Activation(torch.relu, homogeneous=True, even=False),
-    "abs": Activation(torch.abs, homogeneous=True, even=True),
-    "linear": Activation(lambda z: z, homogeneous=True, even=False),
-    "sigmoid": Activation(torch.sigmoid, homogeneous=False, even=False),
-    "algebraic_sigmoid": Activation(lambda z: z * torch.rsqrt(1 + z * z), homogeneous=False, even=False),
-    "tanh": Activation(torch.tanh, homogeneous=False, even=False),
-    "erf": Activation(torch.erf, homogeneous=False, even=False),
+    "relu": Activation(torch.relu, homogeneous=True, even=False, smooth=False, potential=torch.square),
+    "abs": Activation(torch.abs, homogeneous=True, even=True, smooth=False, potential=torch.square),
+    "linear": Activation(lambda z: z, homogeneous=True, even=False, smooth=True, potential=torch.square),
+    "sigmoid": Activation(torch.sigmoid, homogeneous=False, even=False, smooth=True,
+                          potential=lambda z: 2 * (z + torch.exp(z))),
+    "algebraic_sigmoid": Activation(lambda z: z * torch.rsqrt(1 + z * z), homogeneous=False, even=False, smooth=True,
+                                    potential=lambda z: 0.5 * (1 + z * z) ** 2),
+    "tanh": Activation(torch.tanh, homogeneous=False, even=False, smooth=True,
+                       potential=lambda z: 0.5 * torch.cosh(2 * z)),
+    "erf": Activation(torch.erf, homogeneous=False, even=False, smooth=True, potential=_erf_potential),
 }
 
 
@@ -63,10 +84,17 @@ class Model(ABC):
     def forward(self, params: Params, x: Tensor) -> Tensor:
         """x (E, n, input_dim) -> outputs (E, n, output_dim)."""
 
+    @property
+    def smooth(self) -> bool:
+        """Whether the model is smooth in its parameters (no kinks such as relu's): adaptive step-size control
+        assumes it."""
+        return True
+
     def prepare(self, cost: Callable[[Params], Tensor]) -> None:
         """Learn what an init or a metric needs to know about the cost before step 0 (default: nothing).
 
-        `cost` maps one member's unbatched parameters (float64 CPU tensors; autograd flows through) to the scalar training loss on the task's fixed data.
+        `cost` maps one member's unbatched parameters (float64 CPU tensors; autograd flows through) to the
+        scalar training loss on the task's fixed data.
         Called once by the experiment builder; raises ConfigError when the cost rules out the chosen init."""
 
 

@@ -4,21 +4,34 @@
 ``depth`` N counts weight matrices: W_1 (k, in), W_i (k, k), W_N (out, k); N = 1 is the linear model W_1 (out, in).
 Gradient flow conserves C_i = W_i W_iᵀ − W_{i+1}ᵀ W_{i+1} (Arora et al. 2018; Du–Hu–Lee 2018, Thm 2.2);
 ``init=balanced`` starts on C = 0 with a Gaussian end-to-end matrix (Du–Hu–Lee 2018; Arora et al. 2019).
-The vector case of paper (1) is depth 2 with input_dim = output_dim = 1.
+
+The vector case of paper (1) is depth 2 with input_dim = output_dim = 1: w1 = W_1 (k, 1), w2 = W_2 (1, k), product
+w = w2·w1, cost f(w). Two inits place a start by the theory's own quantities (theory.md §1.4–1.6):
+``init=imbalanced`` fixes the product w₀ and the imbalance c = 2tr(C²) − tr(C)² (Prop. 7: c only rescales flow
+time), and ``init=centre_stable`` starts at distance δ from the saddle's centre-stable manifold w1 = s·w2ᵀ,
+s = sign f′(0) (Prop. 5, Cor. 6). The latter needs f′(0), which :meth:`DeepLinear.prepare` reads off the cost.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from dynamics_bench.config import require
+from dynamics_bench.config import ConfigError, require
 from dynamics_bench.models.base import (Model, Params, check_init, explicit_matrices, fan_in_std, gaussian,
                                         orthogonal, stack_members)
 
-INITS = ("gaussian", "orthogonal", "balanced", "explicit")
+INITS = ("gaussian", "orthogonal", "balanced", "explicit", "imbalanced", "centre_stable")
+VECTOR_INITS = ("imbalanced", "centre_stable")  # defined in the vector case only
+# key -> (the one init that reads it, what it means); any other init needs it null (a silently ignored value is a bug)
+VECTOR_KEYS: dict[str, tuple[str, str]] = {
+    "init_product": ("imbalanced", "the product w₀ = w2·w1 at t = 0 (a finite number)"),
+    "init_imbalance": ("imbalanced", "the imbalance c = 2tr(C²) − tr(C)² at t = 0 (a finite number >= 0)"),
+    "init_offset": ("centre_stable", "the distance δ = ‖w1 − s·w2ᵀ‖ from the centre-stable manifold at t = 0 (>= 0)"),
+}
 
 
 @dataclass
@@ -29,32 +42,88 @@ class DeepLinearConfig:
     init: str = "gaussian"
     init_scale: float = 1.0
     init_values: list[Any] | None = None  # init=explicit: [W_1, ..., W_N], each (out, in)
+    init_product: float | None = None  # init=imbalanced: w₀ = w2·w1 at t = 0
+    init_imbalance: float | None = None  # init=imbalanced: c = 2tr(C²) − tr(C)² >= 0 at t = 0
+    init_offset: float | None = None  # init=centre_stable: δ = ‖w1 − s·w2ᵀ‖ >= 0 at t = 0
 
     def __post_init__(self) -> None:
         require(self.depth >= 1, "model.depth", self.depth, "must be an integer >= 1 (number of weight matrices)")
         require(self.width >= 1, "model.width", self.width, "must be an integer >= 1")
         check_init(self.init, self.init_scale, self.init_values, INITS)
+        check_vector_keys(self.init, {key: getattr(self, key) for key in VECTOR_KEYS})
+
+
+def check_vector_keys(init: str, values: dict[str, float | None]) -> None:
+    """init=imbalanced needs init_product (finite) and init_imbalance (finite, >= 0); init=centre_stable needs
+    init_offset (finite, >= 0); every other init needs all three null, since it would ignore them."""
+    for key, value in values.items():
+        owner, meaning = VECTOR_KEYS[key]
+        name = f"model.{key}"
+        if init != owner:
+            require(value is None, name, value, f"must be null unless model.init={owner}")
+            continue
+        require(value is not None, name, value, f"model.init={init} needs it: {meaning}")
+        require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                name, value, "must be a finite number")
+        require(key == "init_product" or value >= 0, name, value, "must be >= 0")
 
 
 class DeepLinear(Model):
     """x (E, n, in) -> x W_1ᵀ ⋯ W_Nᵀ (E, n, out); parameters "W1".."WN"."""
 
     def __init__(self, *, depth: int, width: int, init: str, init_scale: float, init_values: list | None,
-                 input_dim: int, output_dim: int):
+                 input_dim: int, output_dim: int, init_product: float | None = None,
+                 init_imbalance: float | None = None, init_offset: float | None = None):
         # Validates (raises ConfigError) also when the model is built directly rather than by build_model.
-        DeepLinearConfig(depth=depth, width=width, init=init, init_scale=init_scale, init_values=init_values)
+        DeepLinearConfig(depth=depth, width=width, init=init, init_scale=init_scale, init_values=init_values,
+                         init_product=init_product, init_imbalance=init_imbalance, init_offset=init_offset)
         self.depth, self.width, self.init, self.init_scale = depth, width, init, init_scale
         self.input_dim, self.output_dim = input_dim, output_dim
+        self.init_product, self.init_imbalance, self.init_offset = init_product, init_imbalance, init_offset
         dims = [input_dim] + [width] * (depth - 1) + [output_dim]
         self.shapes: list[tuple[int, int]] = [(dims[i + 1], dims[i]) for i in range(depth)]  # (out, in) of W_i
         self.names = [f"W{i + 1}" for i in range(depth)]
+        self.saddle_slope: float | None = None  # f′(0), set by prepare() in the vector case
+        self.saddle_sign: int | None = None  # s = sign f′(0), or None when f′(0) = 0 or not the vector case
         self._explicit: list[Tensor] | None = None
         if init == "explicit":  # validated now, so a bad init_values fails before any training
             self._explicit = explicit_matrices("model.init_values", init_values, self.shapes)
+        if init in VECTOR_INITS:
+            require(self.vector_case, "model.init", init,
+                    "needs the vector case of paper (1): model.depth=2 and a scalar input and output (e.g. "
+                    f"task=matrix_cost with a number as task.target); got depth {depth}, input_dim {input_dim}, "
+                    f"output_dim {output_dim}")
         inits: dict[str, Callable[[torch.Generator], list[Tensor]]] = {
             "gaussian": self._gaussian, "orthogonal": self._orthogonal,
-            "balanced": self._balanced if depth > 1 else self._gaussian, "explicit": self._explicit_values}
+            "balanced": self._balanced if depth > 1 else self._gaussian, "explicit": self._explicit_values,
+            "imbalanced": self._imbalanced, "centre_stable": self._centre_stable}
         self._init_member = inits[init]
+
+    @property
+    def vector_case(self) -> bool:
+        """Depth 2 with a scalar input and output: paper (1)'s w1 ∈ R^{k×1}, w2 ∈ R^{1×k} (Sec. 3)."""
+        return self.depth == 2 and self.input_dim == 1 and self.output_dim == 1
+
+    def prepare(self, cost: Callable[[Params], Tensor]) -> None:
+        """In the vector case, read f′(0) off the cost: f(w) = cost(W1 = w·e1, W2 = e1ᵀ), differentiated at w = 0.
+
+        s = sign f′(0) fixes the saddle's centre-stable manifold w1 = s·w2ᵀ (paper (1), Prop. 5; it depends on f
+        only through s) for init=centre_stable and the manifold_distance metric. With f′(0) = 0 the origin is no
+        strict saddle and has no such manifold, so init=centre_stable is a ConfigError, raised before step 0."""
+        if not self.vector_case:
+            return
+        w = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        e1 = torch.zeros(self.width, 1, dtype=torch.float64)
+        e1[0, 0] = 1.0
+        with torch.enable_grad():
+            (slope,) = torch.autograd.grad(cost({"W1": w * e1, "W2": e1.T}), [w], allow_unused=True)
+        self.saddle_slope = 0.0 if slope is None else float(slope)
+        self.saddle_sign = None if self.saddle_slope == 0 else int(math.copysign(1, self.saddle_slope))
+        if self.init == "centre_stable" and self.saddle_sign is None:
+            raise ConfigError("model.init", "centre_stable",
+                              "f'(0) = 0 for this loss and task: the origin has no centre-stable manifold "
+                              "(it is not a strict saddle); pick a target with f'(0) != 0, e.g. task.target "
+                              "nonzero under mse")
 
     # --- initialization (one member, one generator) ---
     def _gaussian(self, gen: torch.Generator) -> list[Tensor]:
@@ -80,6 +149,35 @@ class DeepLinear(Model):
         lefts = bases + [u[:, :r]]  # (k, r) ... (out, r)
         rights = [vh[:r].T] + bases  # (in, r), (k, r) ...
         return [left @ d @ right.T for left, right in zip(lefts, rights)]
+
+    def _unit(self, gen: torch.Generator) -> Tensor:
+        """A uniformly random unit vector in R^k, (k, 1)."""
+        z = torch.randn(self.width, 1, generator=gen, dtype=torch.float64)
+        return z / z.norm()
+
+    def _imbalanced(self, gen: torch.Generator) -> list[Tensor]:
+        """w1 = αu, w2ᵀ = βu along one random unit u, so C = (α² − β²)uuᵀ and c = (α² − β²)². With α² − β² = √c
+        and αβ = w₀: α² = (√c + √(c + 4w₀²))/2 and β = w₀/α, hence ‖w1‖ = α >= |β| = ‖w2‖. Same w₀, larger c:
+        the same product path, traversed sooner (Prop. 7: dw/dt = −f′(w)·√(c + 4w²)). w₀ = c = 0 is the saddle."""
+        u = self._unit(gen)
+        w0, c = self.init_product, self.init_imbalance
+        alpha = math.sqrt((math.sqrt(c) + math.sqrt(c + 4 * w0 * w0)) / 2)
+        beta = w0 / alpha if alpha > 0 else 0.0
+        return [alpha * u, beta * u.T]
+
+    def _centre_stable(self, gen: torch.Generator) -> list[Tensor]:
+        """w2 ~ N(0, init_scale²/k) as in init=gaussian, then w1 = s·w2ᵀ + δv with v a random unit vector: at
+        distance exactly δ from the centre-stable manifold {w1 = s·w2ᵀ} (Prop. 5); δ = 0 flows into the saddle at
+        the origin (Cor. 6). The manifold is transversally unstable, ‖w1 − s·w2ᵀ‖ growing like e^{|f′(0)|t}: a
+        float64 trajectory started exactly on it escapes by round-off after t ≈ 37/|f′(0)| when the arithmetic
+        breaks the symmetry w1 ↔ s·w2ᵀ (theory.md §1.6.5), so trust on-manifold runs before t ≈ 30/|f′(0)| only.
+        (The gradients here are one scalar times w2ᵀ and w1, so an explicit step keeps w1 = s·w2ᵀ exactly.)"""
+        if self.saddle_sign is None:
+            raise RuntimeError("model.init=centre_stable needs DeepLinear.prepare(cost) first "
+                               "(experiment.build calls it): the manifold depends on sign f'(0)")
+        w2 = gaussian(gen, (1, self.width), fan_in_std(self.init_scale, self.width))
+        v = self._unit(gen)
+        return [self.saddle_sign * w2.T + self.init_offset * v, w2]
 
     def init_params(self, generators: list[torch.Generator]) -> Params:
         return stack_members([dict(zip(self.names, self._init_member(g))) for g in generators])

@@ -90,6 +90,10 @@ class MLP(Model):
         """The stored [W_1, ..., W_L], each (E, out_l, in_l); multiply by layer_scales[l] for effective weights."""
         return [params[n] for n in self.names]
 
+    @property
+    def smooth(self) -> bool:
+        return self.activation.smooth
+
     def forward(self, params: Params, x: Tensor) -> Tensor:
         mats, scales = self.layer_matrices(params), self.layer_scales
         h = x  # (E, n, d), or (n, d) with one member's unbatched params

@@ -123,6 +123,10 @@ class TwoLayer(Model):
         """w (E, m, d), effective a (E, out, m) (ones for fixed, ‖w_j‖ for norm), b (E, m) or None."""
         return Neurons(w=params["w"], a=self._output_weights(params, self.output_dim), b=params.get("b"))
 
+    @property
+    def smooth(self) -> bool:
+        return self.activation.smooth
+
     def forward(self, params: Params, x: Tensor) -> Tensor:
         """Batched: x (E, n, d) -> (E, n, out); also one member's unbatched params with x (n, d) -> (n, out).
         Matmuls, not einsum: einsum's wrapper and views cost more than the arithmetic at small sizes."""

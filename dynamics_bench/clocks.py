@@ -1,0 +1,190 @@
+"""Time keeping for the training loop: where each member is in flow time, what step it takes next, and when a
+metrics row is due.
+
+FixedClock: every member takes the same step h, and step k is at t = k·h exactly. AdaptiveClock: each member
+has its own step size, chosen by its own error estimate (a member's error or NaN never changes another
+member's steps), and steps exactly onto the metric grid. Members that reach the next grid point wait there
+until every running member has, so a row holds every member at the same t; waiting changes no member's
+trajectory, so a member alone and in an ensemble take the same steps up to round-off in the error estimate.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dynamics_bench.config import require
+from dynamics_bench.integrators import Step, StepSize
+from dynamics_bench.trainers import Schedule
+
+SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0  # step-size controller (Hairer–Wanner II.4)
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """When to write metrics rows: `points` log-spaced in t, every k accepted steps, or at given times."""
+
+    points: int = 100
+    every: int | None = None
+    times: list[float] | None = None
+
+
+def log_steps(steps: int, points: int) -> set[int]:
+    """`points` steps log-spaced in t (uniform steps make t ∝ step), 0 and the last included; the low end is
+    dense where spacing falls below one step."""
+    if steps + 1 <= points:
+        return set(range(steps + 1))
+    n = points - 2
+    while True:  # rounding merges the densest low steps; ask for more until `points` distinct remain
+        grid = {0, steps} | set(np.round(np.geomspace(1, steps, n)).astype(int).tolist())
+        if len(grid) >= points or n > 10 * points:
+            return grid
+        n += 1
+
+
+def log_times(h: float, t_max: float, points: int) -> list[float]:
+    """0 and `points` − 1 times log-spaced from h to t_max (the fixed-step grid, before rounding to steps)."""
+    if t_max <= h:
+        return sorted({0.0, t_max})
+    inner = np.geomspace(h, t_max, points - 1).tolist()
+    return sorted({0.0, *inner[:-1], t_max})  # t_max exactly, not geomspace's rounding of it
+
+
+def check_grid(spec: GridSpec, schedule: Schedule) -> None:
+    """metrics.times must lie in [0, t_max] (before any work starts)."""
+    for i, t in enumerate(spec.times or []):
+        require(0 <= t <= schedule.t_max * (1 + 1e-12), f"metrics.times[{i}]", t,
+                f"must lie in [0, t_max = {schedule.t_max:g}] (the trainer's horizon)")
+
+
+class FixedClock:
+    """All members step together; step k is at t = k·h exactly. A stopped member is frozen (not moving)."""
+
+    def __init__(self, schedule: Schedule, spec: GridSpec, size: int):
+        self.h, self.total, self.size, self.k = schedule.h, schedule.steps, size, 0
+        self.rejected = [0] * size  # a fixed step is never rejected
+        if spec.every is not None:
+            self.grid = set(range(0, self.total + 1, spec.every)) | {self.total}
+        elif spec.times is not None:
+            self.grid = {min(round(t / self.h), self.total) for t in spec.times} | {0, self.total}
+        else:
+            self.grid = log_steps(self.total, spec.points)
+
+    def times(self) -> list[float]:
+        return [self.k * self.h] * self.size
+
+    def steps(self) -> list[int]:
+        return [self.k] * self.size
+
+    def due(self, running: list[bool]) -> bool:
+        return self.k in self.grid
+
+    def logged(self) -> None:
+        """Rows are due at fixed steps: nothing to advance."""
+
+    def finished(self, running: list[bool]) -> bool:
+        return self.k >= self.total
+
+    def out_of_budget(self) -> bool:
+        return False
+
+    def step_size(self, running: list[bool], device: torch.device) -> tuple[StepSize, Tensor | None]:
+        return self.h, None if all(running) else torch.tensor(running, device=device)
+
+    def commit(self, step: Step, moving: Tensor | None) -> Tensor | None:
+        self.k += 1
+        return moving
+
+
+class AdaptiveClock:
+    """Per-member steps under error control, stepping exactly onto the grid times (or, with `every`, syncing
+    rows every k accepted steps, at each member's own t). Attempts beyond schedule.max_steps end the run."""
+
+    def __init__(self, schedule: Schedule, spec: GridSpec, size: int, error_order: int):
+        self.schedule, self.size = schedule, size
+        self.t_max = schedule.t_max
+        self.t = [0.0] * size
+        self.h = [min(schedule.h, self.t_max)] * size if self.t_max > 0 else [schedule.h] * size
+        self.accepted, self.rejected = [0] * size, [0] * size
+        self.attempts, self.exponent = 0, 1.0 / (error_order + 1)
+        self.every = spec.every
+        if spec.times is not None:
+            self.grid = sorted({0.0, self.t_max, *spec.times})
+        else:
+            self.grid = log_times(schedule.h, self.t_max, spec.points)
+        self.next = 0  # index of the next grid time (or, with `every`, of the next multiple of every)
+
+    def times(self) -> list[float]:
+        return list(self.t)
+
+    def steps(self) -> list[int]:
+        return list(self.accepted)
+
+    def _stop_at(self, e: int) -> float:
+        """Where member e's next step must end at the latest."""
+        return self.t_max if self.every is not None else self.grid[self.next]
+
+    def _waiting(self, e: int) -> bool:
+        if self.t[e] >= self.t_max:
+            return True
+        if self.every is not None:
+            return self.accepted[e] >= self.next * self.every
+        return self.t[e] >= self.grid[self.next]
+
+    def due(self, running: list[bool]) -> bool:
+        if self.every is None and self.next >= len(self.grid):
+            return False
+        return all(self._waiting(e) for e in range(self.size) if running[e])
+
+    def logged(self) -> None:
+        self.next += 1
+
+    def finished(self, running: list[bool]) -> bool:
+        return all(self.t[e] >= self.t_max for e in range(self.size) if running[e])
+
+    def out_of_budget(self) -> bool:
+        return self.attempts >= self.schedule.max_steps
+
+    def step_size(self, running: list[bool], device: torch.device) -> tuple[Tensor, Tensor]:
+        moving = [running[e] and not self._waiting(e) for e in range(self.size)]
+        h = [min(self.h[e], self._stop_at(e) - self.t[e]) if moving[e] else 0.0 for e in range(self.size)]
+        self._taken = h
+        return (torch.tensor(h, dtype=torch.float64, device=device),
+                torch.tensor(moving, device=device))
+
+    def commit(self, step: Step, moving: Tensor) -> Tensor:
+        """Accept or reject each moving member's step by its own error; update its t and next step size."""
+        self.attempts += 1
+        errors, moves = step.error.tolist(), moving.tolist()
+        accepted = [False] * self.size
+        for e in range(self.size):
+            if not moves[e]:
+                continue
+            err, taken = errors[e], self._taken[e]
+            ok = math.isfinite(err) and err <= 1.0
+            if not math.isfinite(err):
+                factor = MIN_FACTOR
+            elif err == 0.0:
+                factor = MAX_FACTOR
+            else:
+                factor = min(MAX_FACTOR, max(MIN_FACTOR, SAFETY * err ** -self.exponent))
+            if ok:
+                stop = self._stop_at(e)
+                clipped = taken < self.h[e]
+                self.t[e] = stop if taken >= stop - self.t[e] else self.t[e] + taken  # exactly on the grid
+                self.accepted[e] += 1
+                self.h[e] = max(self.h[e], taken * factor) if clipped else taken * factor
+            else:
+                self.rejected[e] += 1
+                self.h[e] = taken * min(factor, 1.0)
+            accepted[e] = ok
+        return torch.tensor(accepted, device=moving.device)
+
+
+def make_clock(schedule: Schedule, spec: GridSpec, size: int) -> FixedClock | AdaptiveClock:
+    if schedule.adaptive:
+        return AdaptiveClock(schedule, spec, size, schedule.method.error_order)
+    return FixedClock(schedule, spec, size)
