@@ -21,6 +21,7 @@ from dynamics_bench.integrators import Step, StepSize
 from dynamics_bench.trainers import Schedule
 
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0  # step-size controller (Hairer–Wanner II.4)
+MIN_STEP = 1e-14  # relative to max(t, 1): below it a rejected member stalls (a NaN/inf vector field next to θ)
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,12 @@ def check_grid(spec: GridSpec, schedule: Schedule) -> None:
 
 
 class FixedClock:
-    """All members step together; step k is at t = k·h exactly. A stopped member is frozen (not moving)."""
+    """All running members step together; step k is at t = k·h exactly. A stopped member is frozen: its step
+    count and t stay where it stopped."""
 
     def __init__(self, schedule: Schedule, spec: GridSpec, size: int):
         self.h, self.total, self.size, self.k = schedule.h, schedule.steps, size, 0
+        self.member_steps = [0] * size
         self.rejected = [0] * size  # a fixed step is never rejected
         if spec.every is not None:
             self.grid = set(range(0, self.total + 1, spec.every)) | {self.total}
@@ -74,10 +77,10 @@ class FixedClock:
             self.grid = log_steps(self.total, spec.points)
 
     def times(self) -> list[float]:
-        return [self.k * self.h] * self.size
+        return [k * self.h for k in self.member_steps]
 
     def steps(self) -> list[int]:
-        return [self.k] * self.size
+        return list(self.member_steps)
 
     def due(self, running: list[bool]) -> bool:
         return self.k in self.grid
@@ -91,11 +94,17 @@ class FixedClock:
     def out_of_budget(self) -> bool:
         return False
 
-    def step_size(self, running: list[bool], device: torch.device) -> tuple[StepSize, Tensor | None]:
-        return self.h, None if all(running) else torch.tensor(running, device=device)
+    def stalled(self) -> list[int]:
+        return []
+
+    def step_size(self, running: list[bool], like: Tensor) -> tuple[StepSize, Tensor | None]:
+        """The step for every member, and which members move (None: all); `like` sets the device."""
+        return self.h, None if all(running) else torch.tensor(running, device=like.device)
 
     def commit(self, step: Step, moving: Tensor | None) -> Tensor | None:
         self.k += 1
+        moves = [True] * self.size if moving is None else moving.tolist()
+        self.member_steps = [k + m for k, m in zip(self.member_steps, moves)]
         return moving
 
 
@@ -148,12 +157,17 @@ class AdaptiveClock:
     def out_of_budget(self) -> bool:
         return self.attempts >= self.schedule.max_steps
 
-    def step_size(self, running: list[bool], device: torch.device) -> tuple[Tensor, Tensor]:
+    def stalled(self) -> list[int]:
+        """Members whose step size fell below MIN_STEP·max(t, 1) after rejections."""
+        return [e for e in range(self.size) if self.h[e] < MIN_STEP * max(self.t[e], 1.0)]
+
+    def step_size(self, running: list[bool], like: Tensor) -> tuple[Tensor, Tensor]:
+        """Each member's step, clipped to its next stop (0 while it waits), and which members move."""
         moving = [running[e] and not self._waiting(e) for e in range(self.size)]
         h = [min(self.h[e], self._stop_at(e) - self.t[e]) if moving[e] else 0.0 for e in range(self.size)]
         self._taken = h
-        return (torch.tensor(h, dtype=torch.float64, device=device),
-                torch.tensor(moving, device=device))
+        return (torch.tensor(h, dtype=like.dtype, device=like.device),
+                torch.tensor(moving, device=like.device))
 
     def commit(self, step: Step, moving: Tensor) -> Tensor:
         """Accept or reject each moving member's step by its own error; update its t and next step size."""

@@ -182,13 +182,16 @@ class _Recorder:
                    if exp.logger.tensorboard else None)
         self.params = ParamsSink(out_dir / "params") if exp.metrics_config.save_params else None
         self.last_rows: list[dict[str, float]] = []
+        self.written: dict[int, tuple[int, float]] = {}  # member -> (step, t) of its last metrics.csv row
         self.invariant_drift_max: float | None = None  # the largest imbalance_drift_rel logged
 
     def __call__(self, snapshot: Snapshot) -> dict[str, torch.Tensor]:
         values = evaluate(self.exp.metrics, snapshot)
         table = torch.stack([v.to(torch.float64) for v in values.values()], 1).cpu().tolist()  # (E, metrics)
         rows = [dict(zip(values, r)) for r in table]
-        self.csv.write(snapshot.steps, snapshot.t, rows)
+        fresh = [(k, t) != self.written.get(e) for e, (k, t) in enumerate(zip(snapshot.steps, snapshot.t))]
+        self.csv.write(snapshot.steps, snapshot.t, rows, fresh)  # a member waiting at a grid time is not repeated
+        self.written.update({e: (k, t) for e, (k, t) in enumerate(zip(snapshot.steps, snapshot.t))})
         if self.tb is not None:
             self.tb.write(snapshot.iteration, snapshot.t, rows)
         if self.params is not None:

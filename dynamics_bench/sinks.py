@@ -36,14 +36,16 @@ class CSVSink:
     def __init__(self, path: Path):
         self.path, self.file, self.writer, self.columns = path, None, None, None
 
-    def write(self, steps: list[int], t: list[float], rows: Rows) -> None:
-        """Member e's row at its own step count steps[e] and flow time t[e]."""
+    def write(self, steps: list[int], t: list[float], rows: Rows, members: list[bool] | None = None) -> None:
+        """Member e's row at its own step count steps[e] and flow time t[e] (only where members[e], if given)."""
         if self.writer is None:
             self.columns = list(rows[0])
             self.file = open(self.path, "w", newline="")
             self.writer = csv.writer(self.file)
             self.writer.writerow(["step", "t", "member", *self.columns])
         for member, row in enumerate(rows):
+            if members is not None and not members[member]:
+                continue
             self.writer.writerow([steps[member], repr(t[member]), member, *(_cell(row[c]) for c in self.columns)])
         self.file.flush()
 

@@ -123,14 +123,17 @@ def train(*, objective: Objective, params: Params, batches: Batches, schedule: S
             for i in stopped:
                 if members[i].status == "converged":
                     members[i].time_to_target = previous.t[i] + s[i] * (times[i] - previous.t[i])
-        running = [m.status == "running" for m in members]
-        out_of_budget = clock.out_of_budget() and any(running)
-        if out_of_budget:
-            for i in (i for i in range(size) if running[i]):
+        for i in clock.stalled():  # its step size underflowed: the vector field is NaN/inf next to θ
+            if members[i].status == "running":
+                members[i].status, members[i].stop_step = "diverged", steps[i]
+                stopped.append(i)
+        if clock.out_of_budget():  # members still short of t_max stop; those at t_max just finished
+            for i in (i for i, m in enumerate(members) if m.status == "running" and times[i] < schedule.t_max):
                 members[i].status, members[i].stop_step = "step_budget", steps[i]
-            running = [False] * size
+                stopped.append(i)
+        running = [m.status == "running" for m in members]
         due = clock.due(running)
-        finished = not any(running) or clock.finished(running)
+        finished = not any(running) or clock.finished(running) or clock.out_of_budget()
         if due or finished or stopped:
             cached = (loss, grad) if batches.full else (None, None)
             logged = on_log(snapshot(iteration=iteration, steps=steps, t=times, params=params,
@@ -144,7 +147,7 @@ def train(*, objective: Objective, params: Params, batches: Batches, schedule: S
         progress(max(times))
         if finished:
             break
-        h, moving = clock.step_size(running, loss.device)
+        h, moving = clock.step_size(running, loss)
         step = rk_step(method, grad_fn, params, h, (loss, grad), schedule.rtol, schedule.atol)
         grad_evals += method.grad_evals_per_step
         moves = running if moving is None else moving.tolist()
