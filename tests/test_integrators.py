@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from dynamics_bench.clocks import AdaptiveClock, GridSpec
 from dynamics_bench.config import ConfigError
 from dynamics_bench.experiment import build, init_params
 from dynamics_bench.integrators import BOSH3, DOPRI5, INTEGRATORS, Tableau, advance, dense_point, rk_step
+from dynamics_bench.trainer import train
 from dynamics_bench.trainers import Schedule
 from tests.conftest import make_cfg, run_overrides
 
@@ -467,6 +469,50 @@ def test_nan_member_does_not_change_another_members_steps():
     assert pair_h == alone_h and pair_ok == alone_ok
     assert pair.accepted[0] == alone.accepted[0] and pair.rejected[0] == alone.rejected[0]
     assert pair.accepted[1] == 0 and pair.rejected[1] == len(pair_h) and pair.t[1] == 0.0
+
+
+class _NaNFieldObjective:
+    """L = ½‖θ‖² per member, but member 1's gradient is NaN wherever θ ≠ θ_0 (a finite loss next to an
+    undefined vector field): only its first stage is finite."""
+
+    def __init__(self, theta0):
+        self.theta0 = theta0
+
+    def loss(self, params, x, y):
+        return 0.5 * params["x"].pow(2).sum(1)
+
+    def loss_and_grad(self, params, x, y):
+        grad = params["x"].clone()
+        moved = (params["x"][1] != self.theta0[1]).any()
+        grad[1] = torch.where(moved, float("nan"), grad[1])
+        return self.loss(params, x, y), {"x": grad}
+
+
+def test_member_with_a_nan_vector_field_stalls_and_is_recorded_diverged():
+    """Through the real loop: member 1's steps are all rejected (NaN error), its step size underflows and it is
+    recorded as diverged; member 0 reaches t_max and is not held at the grid by the stalled member."""
+    theta0 = torch.tensor([[1.0, -2.0], [0.5, 0.3]], dtype=torch.float64)
+    schedule = Schedule(DOPRI5, 0.1, 2.0, None, None, None, 1e10, locate_target=True, rtol=1e-8, atol=1e-10,
+                        max_steps=10_000)
+    data = (torch.zeros(2, 1, 1), torch.zeros(2, 1, 1))
+    result = train(objective=_NaNFieldObjective(theta0), params={"x": theta0}, schedule=schedule,
+                   batches=_Full(data),
+                   grid=GridSpec(points=5), on_log=lambda snap: {"loss": snap.loss}, snapshot=SimpleNamespace,
+                   progress=lambda t: None)
+    assert [m.status for m in result.members] == ["running", "diverged"]
+    assert result.t[0] == 2.0 and result.t[1] == 0.0
+    assert result.iterations < 10_000  # stopped by the underflow, not by the budget
+    torch.testing.assert_close(result.params["x"][0], theta0[0] * math.exp(-2.0), rtol=1e-7, atol=0)
+
+
+class _Full:
+    full = True
+
+    def __init__(self, data):
+        self.data = data
+
+    def __call__(self):
+        return self.data
 
 
 # ---------------------------------------------------------------------------------------------------------------
