@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from dynamics_bench.batches import check_batch_size, make_batches
-from dynamics_bench.config import ConfigError, choice, parse_section, require
+from dynamics_bench.config import choice, parse_section, require
 from dynamics_bench.losses import build_loss
 from dynamics_bench.clocks import check_grid
 from dynamics_bench.metrics import MetricsConfig, Snapshot, evaluate, select_metrics

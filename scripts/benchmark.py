@@ -27,10 +27,7 @@ PASS/FAIL is printed. Results go to results/benchmark.json and results/benchmark
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -40,7 +37,8 @@ from pathlib import Path
 import torch
 
 from dynamics_bench import compose
-from dynamics_bench.experiment import build, git_revision, init_params, run
+from dynamics_bench.experiment import build, init_params, run
+from machine import load_average, machine
 
 TARGET = 0.9
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,27 +98,6 @@ def run_hand(prob: dict) -> dict:
     seconds = time.perf_counter() - start
     return {"steps": steps, "loop_seconds": seconds, "steps_per_second": steps / seconds,
             "final_loss": final_loss}
-
-
-def cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-def load_average() -> list[float] | None:
-    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
-
-
-def machine() -> dict:
-    return {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-            "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "load_average_start": load_average(), "git_revision": git_revision(),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def markdown(res: dict) -> str:

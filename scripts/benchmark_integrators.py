@@ -40,24 +40,21 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import json
 import math
-import os
-import platform
 import re
 import statistics
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dynamics_bench import compose, run
-from dynamics_bench.experiment import build, git_revision, init_params
+from dynamics_bench.experiment import build, init_params
+from machine import load_average, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_ERROR = 1e-6
@@ -565,36 +562,6 @@ def plot(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-def load_average() -> list[float] | None:
-    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
-
-
-def version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def machine() -> dict:
-    return {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-            "dynamics_bench": version("dynamics_bench"), "numpy": np.__version__, "scipy": version("scipy"),
-            "hydra-core": version("hydra-core"), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
-            "platform": platform.platform(), "load_average_start": load_average(), "git_revision": git_revision(),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-
-
-# --- main ---------------------------------------------------------------------------------------------------
 def collect(sweeps: dict, reference: dict) -> dict:
     """Every harness run: the reference (with its checks), the sweeps, the GD check."""
     for method in ("euler", "heun", "rk4", "gd_check"):
@@ -719,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     sweeps, reference = (QUICK, QUICK_REFERENCE) if args.quick else (FULL, REFERENCE)
 
-    info = machine()
+    info = machine("dynamics_bench", "numpy", "scipy", "hydra-core")
     start = time.perf_counter()
     res = {"what": "gradient evaluations each harness integrator needs for a relative loss error of 1e-6 "
                    "(max over the grid where the reference loss > 1e-8), deep linear problems (a), (b)",

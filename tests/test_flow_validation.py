@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from scipy.integrate import quad, solve_ivp
 
 from tests.conftest import run_overrides
