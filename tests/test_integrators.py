@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -711,3 +712,13 @@ def test_loss_is_non_increasing_along_adaptive_runs(tmp_path, vector_dopri5):
     assert s["status"] == "max_steps"
     vec = rows(vector_dopri5[2].parent)["loss"].to_numpy()
     assert np.diff(vec).max() <= 1e-20 and vec[-1] < 1e-15
+
+
+def test_adaptive_method_on_a_net_with_kinks_warns_at_build():
+    """relu/abs defeat step-size control: building such a run says so (and names rk4); rk4 itself is quiet."""
+    with pytest.warns(UserWarning, match="kinks.*rk4"):
+        build(make_cfg("trainer=gradient_flow", "trainer.method=dopri5", "model.activation=relu"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build(make_cfg("trainer=gradient_flow", "trainer.method=rk4", "model.activation=relu"))
+        build(make_cfg("trainer=gradient_flow", "trainer.method=dopri5", "model.activation=tanh"))
