@@ -1,7 +1,8 @@
 """Time keeping for the training loop: where each member is in flow time, what step it takes next, and when a
 metrics row is due.
 
-FixedClock: every member takes the same step h, and step k is at t = k·h exactly. AdaptiveClock: each member
+FixedClock: every member takes the same step h, and step k is at t = k·h exactly (a flow's last step is shortened
+to land on t_max). AdaptiveClock: each member
 has its own step size, chosen by its own error estimate (a member's error or NaN never changes another
 member's steps), and steps exactly onto the metric grid. Members that reach the next grid point wait there
 until every running member has, so a row holds every member at the same t; waiting changes no member's
@@ -21,7 +22,7 @@ from dynamics_bench.integrators import Step, StepSize
 from dynamics_bench.trainers import Schedule
 
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0  # step-size controller (Hairer–Wanner II.4)
-MIN_STEP = 1e-14  # relative to max(t, 1): below it a rejected member stalls (a NaN/inf vector field next to θ)
+MIN_STEP = 1e-14  # relative to max(t, 1): a rejected step below it stalls the member (NaN/inf vector field)
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,14 @@ def log_times(h: float, t_max: float, points: int) -> list[float]:
 
 
 def check_grid(spec: GridSpec, schedule: Schedule) -> None:
-    """metrics.times must lie in [0, t_max] (before any work starts)."""
+    """metrics.times must lie in [0, t_max], and for fixed steps be reachable: a multiple of h, or t_max."""
     for i, t in enumerate(spec.times or []):
         require(0 <= t <= schedule.t_max * (1 + 1e-12), f"metrics.times[{i}]", t,
                 f"must lie in [0, t_max = {schedule.t_max:g}] (the trainer's horizon)")
+        k = t / schedule.h
+        require(schedule.adaptive or abs(k - round(k)) <= 1e-9 * max(k, 1.0) or t == schedule.t_max,
+                f"metrics.times[{i}]", t, f"must be a multiple of the step h = {schedule.h:g} (or t_max): fixed "
+                "steps land only there; an adaptive method (trainer.method=dopri5) lands on any time")
 
 
 class FixedClock:
@@ -67,17 +72,18 @@ class FixedClock:
 
     def __init__(self, schedule: Schedule, spec: GridSpec, size: int):
         self.h, self.total, self.size, self.k = schedule.h, schedule.steps, size, 0
+        self.t_max = schedule.t_max  # = steps·h for GD/SGD; a flow's last step may be shorter than h
         self.member_steps = [0] * size
         self.rejected = [0] * size  # a fixed step is never rejected
         if spec.every is not None:
             self.grid = set(range(0, self.total + 1, spec.every)) | {self.total}
         elif spec.times is not None:
-            self.grid = {min(round(t / self.h), self.total) for t in spec.times} | {0, self.total}
+            self.grid = {self.total if t >= self.t_max else round(t / self.h) for t in spec.times} | {0, self.total}
         else:
             self.grid = log_steps(self.total, spec.points)
 
     def times(self) -> list[float]:
-        return [k * self.h for k in self.member_steps]
+        return [self.t_max if k == self.total else k * self.h for k in self.member_steps]
 
     def steps(self) -> list[int]:
         return list(self.member_steps)
@@ -91,15 +97,16 @@ class FixedClock:
     def finished(self, running: list[bool]) -> bool:
         return self.k >= self.total
 
-    def out_of_budget(self) -> bool:
-        return False
+    def out_of_budget(self) -> list[int]:
+        return []
 
     def stalled(self) -> list[int]:
         return []
 
     def step_size(self, running: list[bool], like: Tensor) -> tuple[StepSize, Tensor | None]:
         """The step for every member, and which members move (None: all); `like` sets the device."""
-        return self.h, None if all(running) else torch.tensor(running, device=like.device)
+        h = self.h if self.k < self.total - 1 else self.t_max - self.k * self.h  # the last step lands on t_max
+        return h, None if all(running) else torch.tensor(running, device=like.device)
 
     def commit(self, step: Step, moving: Tensor | None) -> Tensor | None:
         self.k += 1
@@ -110,7 +117,8 @@ class FixedClock:
 
 class AdaptiveClock:
     """Per-member steps under error control, stepping exactly onto the grid times (or, with `every`, syncing
-    rows every k accepted steps, at each member's own t). Attempts beyond schedule.max_steps end the run."""
+    rows every k accepted steps, at each member's own t). A member that has attempted schedule.max_steps steps
+    (accepted + rejected; waiting at a grid time does not count) is out of budget."""
 
     def __init__(self, schedule: Schedule, spec: GridSpec, size: int, error_order: int):
         self.schedule, self.size = schedule, size
@@ -118,7 +126,8 @@ class AdaptiveClock:
         self.t = [0.0] * size
         self.h = [min(schedule.h, self.t_max)] * size if self.t_max > 0 else [schedule.h] * size
         self.accepted, self.rejected = [0] * size, [0] * size
-        self.attempts, self.exponent = 0, 1.0 / (error_order + 1)
+        self.last_rejected = [False] * size  # after a rejection the step may not grow (Hairer–Wanner II.4)
+        self.exponent = 1.0 / (error_order + 1)
         self.every = spec.every
         if spec.times is not None:
             self.grid = sorted({0.0, self.t_max, *spec.times})
@@ -132,8 +141,8 @@ class AdaptiveClock:
     def steps(self) -> list[int]:
         return list(self.accepted)
 
-    def _stop_at(self, e: int) -> float:
-        """Where member e's next step must end at the latest."""
+    def _stop(self) -> float:
+        """Where a member's next step must end at the latest."""
         return self.t_max if self.every is not None else self.grid[self.next]
 
     def _waiting(self, e: int) -> bool:
@@ -154,24 +163,26 @@ class AdaptiveClock:
     def finished(self, running: list[bool]) -> bool:
         return all(self.t[e] >= self.t_max for e in range(self.size) if running[e])
 
-    def out_of_budget(self) -> bool:
-        return self.attempts >= self.schedule.max_steps
+    def out_of_budget(self) -> list[int]:
+        """Members short of t_max that have used up their attempts."""
+        return [e for e in range(self.size) if self.t[e] < self.t_max
+                and self.accepted[e] + self.rejected[e] >= self.schedule.max_steps]
 
     def stalled(self) -> list[int]:
-        """Members whose step size fell below MIN_STEP·max(t, 1) after rejections."""
-        return [e for e in range(self.size) if self.h[e] < MIN_STEP * max(self.t[e], 1.0)]
+        """Members whose last step was rejected and whose step size fell below MIN_STEP·max(t, 1)."""
+        return [e for e in range(self.size)
+                if self.last_rejected[e] and self.h[e] < MIN_STEP * max(self.t[e], 1.0)]
 
     def step_size(self, running: list[bool], like: Tensor) -> tuple[Tensor, Tensor]:
         """Each member's step, clipped to its next stop (0 while it waits), and which members move."""
         moving = [running[e] and not self._waiting(e) for e in range(self.size)]
-        h = [min(self.h[e], self._stop_at(e) - self.t[e]) if moving[e] else 0.0 for e in range(self.size)]
+        h = [min(self.h[e], self._stop() - self.t[e]) if moving[e] else 0.0 for e in range(self.size)]
         self._taken = h
         return (torch.tensor(h, dtype=like.dtype, device=like.device),
                 torch.tensor(moving, device=like.device))
 
     def commit(self, step: Step, moving: Tensor) -> Tensor:
         """Accept or reject each moving member's step by its own error; update its t and next step size."""
-        self.attempts += 1
         errors, moves = step.error.tolist(), moving.tolist()
         accepted = [False] * self.size
         for e in range(self.size):
@@ -186,14 +197,18 @@ class AdaptiveClock:
             else:
                 factor = min(MAX_FACTOR, max(MIN_FACTOR, SAFETY * err ** -self.exponent))
             if ok:
-                stop = self._stop_at(e)
-                clipped = taken < self.h[e]
+                stop, clipped = self._stop(), taken < self.h[e]
                 self.t[e] = stop if taken >= stop - self.t[e] else self.t[e] + taken  # exactly on the grid
                 self.accepted[e] += 1
-                self.h[e] = max(self.h[e], taken * factor) if clipped else taken * factor
+                if self.last_rejected[e]:
+                    factor = min(factor, 1.0)
+                # a step shortened to reach the grid says little about the step size that fits: keep the
+                # proposal unless the shortened step's own error asks for less
+                self.h[e] = max(self.h[e], taken * factor) if clipped and factor >= 1.0 else taken * factor
             else:
                 self.rejected[e] += 1
                 self.h[e] = taken * min(factor, 1.0)
+            self.last_rejected[e] = not ok
             accepted[e] = ok
         return torch.tensor(accepted, device=moving.device)
 

@@ -120,9 +120,13 @@ def build(cfg: DictConfig | dict) -> Experiment:
     model.prepare(lambda p: objective.loss({k: v.to(x) for k, v in p.items()}, x, y))  # p: float64 CPU
     schedule = trainer_cfg.schedule()
     check_batch_size(task, schedule.batch_size)
-    require(not (schedule.adaptive and task.online), "trainer.method", trainer_section.get("method"), "adaptive step-size control needs a fixed data set, and "
-            "task.online=true draws fresh samples every step: use a fixed-step method (rk4) or task.online=false")
+    require(not (schedule.adaptive and task.online), "trainer.method", trainer_section.get("method"),
+            "adaptive step-size control needs a fixed data set, but task.online=true draws fresh samples every "
+            "step: use a fixed-step method (rk4) or task.online=false")
     check_grid(metrics_cfg.grid(), schedule)
+    floor = 100 * torch.finfo(dtype).eps  # below it the error estimate is round-off and every step is rejected
+    require(not schedule.adaptive or schedule.rtol == 0 or schedule.rtol >= floor, "trainer.rtol", schedule.rtol,
+            f"must be >= 100·eps = {floor:.1e} for dtype={plain.get('dtype', 'float64')} (or 0, with atol only)")
     if schedule.adaptive and not model.smooth:
         warnings.warn(f"trainer.method={trainer_section.get('method')} on a model with kinks "
                       f"(model.activation={_section(plain, 'model').get('activation')}): step-size control cannot "
@@ -185,18 +189,21 @@ class _Recorder:
         self.written: dict[int, tuple[int, float]] = {}  # member -> (step, t) of its last metrics.csv row
         self.invariant_drift_max: float | None = None  # the largest imbalance_drift_rel logged
 
-    def __call__(self, snapshot: Snapshot) -> dict[str, torch.Tensor]:
+    def __call__(self, snapshot: Snapshot, members: list[bool]) -> dict[str, torch.Tensor]:
+        """Evaluate the metrics; write the rows of `members` to metrics.csv (skipping a member whose step and t
+        have not changed since its last row), the ensemble to TensorBoard and params/."""
         values = evaluate(self.exp.metrics, snapshot)
         table = torch.stack([v.to(torch.float64) for v in values.values()], 1).cpu().tolist()  # (E, metrics)
         rows = [dict(zip(values, r)) for r in table]
-        fresh = [(k, t) != self.written.get(e) for e, (k, t) in enumerate(zip(snapshot.steps, snapshot.t))]
-        self.csv.write(snapshot.steps, snapshot.t, rows, fresh)  # a member waiting at a grid time is not repeated
-        self.written.update({e: (k, t) for e, (k, t) in enumerate(zip(snapshot.steps, snapshot.t))})
+        marks = list(zip(snapshot.steps, snapshot.t))
+        write = [m and marks[e] != self.written.get(e) for e, m in enumerate(members)]
+        self.csv.write(snapshot.steps, snapshot.t, rows, write)
+        self.written.update({e: marks[e] for e in range(len(marks)) if write[e]})
         if self.tb is not None:
             self.tb.write(snapshot.iteration, snapshot.t, rows)
         if self.params is not None:
             self.params.save(snapshot.iteration, snapshot.steps, snapshot.t, snapshot.params)
-        drifts = [r["imbalance_drift_rel"] for r in rows if math.isfinite(r.get("imbalance_drift_rel", math.nan))]
+        drifts = [r["imbalance_drift_rel"] for r in rows if not math.isnan(r.get("imbalance_drift_rel", math.nan))]
         if drifts:
             self.invariant_drift_max = max(drifts + [self.invariant_drift_max or 0.0])
         self.last_rows = rows

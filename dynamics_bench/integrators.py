@@ -53,9 +53,14 @@ class Tableau:
         return self.stages - 1 if self.fsal else self.stages
 
 
+def per_member(v: Tensor, like: Tensor) -> Tensor:
+    """An (E,) tensor viewed to broadcast over the trailing dims of `like` (E, ...)."""
+    return v.view(-1, *[1] * (like.dim() - 1))
+
+
 def _scale(h: StepSize, t: Tensor) -> Tensor:
-    """h·t with h a float or a per-member (E,) tensor broadcast over t's trailing dims."""
-    return h * t if isinstance(h, float) else h.view(-1, *[1] * (t.dim() - 1)) * t
+    """h·t with h a float or a per-member (E,) tensor."""
+    return h * t if isinstance(h, float) else per_member(h, t) * t
 
 
 def _combine(stages: list[Params], weights: tuple[float, ...] | Tensor, key: str) -> Tensor:
@@ -131,7 +136,7 @@ def advance(params: Params, step: Step, moving: Tensor | None) -> None:
         for i, p in enumerate(params.values()):
             inc = step.increment(i)
             if moving is not None:  # where, not a product: a stopped member's increment may be NaN
-                inc = torch.where(moving.view(-1, *[1] * (inc.dim() - 1)), inc, 0.0)
+                inc = torch.where(per_member(moving, inc), inc, 0.0)
             p.add_(inc)
 
 

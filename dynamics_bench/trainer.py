@@ -19,13 +19,13 @@ from torch import Tensor
 
 from dynamics_bench.batches import Batches
 from dynamics_bench.clocks import GridSpec, make_clock
-from dynamics_bench.integrators import Step, Tableau, advance, dense_point, rk_step
+from dynamics_bench.integrators import Step, Tableau, advance, dense_point, per_member, rk_step
 from dynamics_bench.metrics.base import Snapshot
 from dynamics_bench.models.base import Params
 from dynamics_bench.objective import Objective
 from dynamics_bench.trainers import Schedule
 
-OnLog = Callable[[Snapshot], dict[str, Tensor]]  # logs a snapshot, returns its metrics
+OnLog = Callable[[Snapshot, list[bool]], dict[str, Tensor]]  # logs the rows of the members marked, returns metrics
 LOCATE_ITERATIONS = 60  # regula falsi (Illinois) on the dense output; converges superlinearly, this is a cap
 
 
@@ -77,7 +77,7 @@ def _check(members: list[MemberState], losses: list[float], steps: list[int], t:
 
 
 def _where(mask: Tensor, new: Tensor, old: Tensor) -> Tensor:
-    return torch.where(mask.view(-1, *[1] * (new.dim() - 1)), new, old)
+    return torch.where(per_member(mask, new), new, old)
 
 
 def locate_crossing(loss_at: Callable[[Params], Tensor], method: Tableau, prev: _Previous, level: float,
@@ -92,8 +92,9 @@ def locate_crossing(loss_at: Callable[[Params], Tensor], method: Tableau, prev: 
         s = torch.where(bracket, (lo * f_hi - hi * f_lo) / (f_hi - f_lo), hi)
         f = loss_at(dense_point(method, prev.step, prev.params, s)) - level
         left = f > 0
-        lo, f_lo = torch.where(left, s, lo), torch.where(left, f, f_lo * torch.where(side < 0, 0.5, 1.0))
-        hi, f_hi = torch.where(left, hi, s), torch.where(left, f_hi * torch.where(side > 0, 0.5, 1.0), f)
+        # Illinois: an end kept twice in a row has its value halved, so the secant moves past it
+        lo, f_lo = torch.where(left, s, lo), torch.where(left, f, f_lo * torch.where(side > 0, 0.5, 1.0))
+        hi, f_hi = torch.where(left, hi, s), torch.where(left, f_hi * torch.where(side < 0, 0.5, 1.0), f)
         side = torch.where(left, -1.0, 1.0)
         if bool(((hi - lo) <= 1e-14).logical_or(f == 0).logical_or(~bracket).all()):
             break
@@ -109,7 +110,7 @@ def train(*, objective: Objective, params: Params, batches: Batches, schedule: S
     members = [MemberState() for _ in range(size)]
     clock, method = make_clock(schedule, grid, size), schedule.method
     locate = schedule.locate_target and schedule.target_loss is not None and batches.full
-    grad_evals, member_evals = (1, [1] * size) if method.fsal else (0, [0] * size)
+    grad_evals, member_evals = 1, [1] * size  # every ∇L the loop computes, this first one at θ_0 included
     x, y = batches()
     grad_fn = lambda p: objective.loss_and_grad(p, x, y)  # noqa: E731  (x, y rebound per step)
     loss, grad = grad_fn(params)
@@ -127,17 +128,18 @@ def train(*, objective: Objective, params: Params, batches: Batches, schedule: S
             if members[i].status == "running":
                 members[i].status, members[i].stop_step = "diverged", steps[i]
                 stopped.append(i)
-        if clock.out_of_budget():  # members still short of t_max stop; those at t_max just finished
-            for i in (i for i, m in enumerate(members) if m.status == "running" and times[i] < schedule.t_max):
+        for i in clock.out_of_budget():
+            if members[i].status == "running":
                 members[i].status, members[i].stop_step = "step_budget", steps[i]
                 stopped.append(i)
         running = [m.status == "running" for m in members]
         due = clock.due(running)
-        finished = not any(running) or clock.finished(running) or clock.out_of_budget()
+        finished = not any(running) or clock.finished(running)
         if due or finished or stopped:
             cached = (loss, grad) if batches.full else (None, None)
+            rows = [True] * size if due or finished else [i in stopped for i in range(size)]
             logged = on_log(snapshot(iteration=iteration, steps=steps, t=times, params=params,
-                                     loss=cached[0], grad=cached[1]))
+                                     loss=cached[0], grad=cached[1]), rows)
             if due:
                 clock.logged()
             if not batches.full:

@@ -78,32 +78,46 @@ class SGDConfig(GDConfig):
                         self.target_loss, self.divergence_threshold)
 
 
+ADAPTIVE_DEFAULTS = {"rtol": 1e-10, "atol": 1e-12, "max_steps": 20_000}  # for keys left null
+
+
 @dataclass
 class GradientFlowConfig(_Common):
     name: str = "gradient_flow"
     method: str = "rk4"  # a name in integrators.INTEGRATORS
     h: float = 0.01  # fixed-step methods: the step; adaptive methods: the first trial step
-    t_max: float = 10.0  # horizon (fixed-step: ceil(t_max / h) steps)
-    rtol: float = 1e-10  # adaptive methods: relative and absolute tolerance per entry of θ
-    atol: float = 1e-12
-    max_steps: int = 100_000  # adaptive methods: attempted steps (accepted + rejected) before giving up
+    t_max: float = 10.0  # horizon (fixed-step: ceil(t_max / h) steps, the last one shortened to land on t_max)
+    rtol: float | None = None  # adaptive methods only: relative and absolute tolerance per entry of θ
+    atol: float | None = None
+    max_steps: int | None = None  # adaptive methods only: attempted steps per member before it gives up
 
     def __post_init__(self) -> None:
         choice("trainer.method", self.method, INTEGRATORS)
         positive("trainer.h", self.h)
         require(0 <= self.t_max < math.inf, "trainer.t_max", self.t_max, "must be finite and >= 0")
-        require(self.rtol >= 0, "trainer.rtol", self.rtol, "must be >= 0")
-        require(self.atol >= 0, "trainer.atol", self.atol, "must be >= 0")
-        require(self.rtol > 0 or self.atol > 0, "trainer.rtol", self.rtol, "rtol and atol cannot both be 0")
-        positive("trainer.max_steps", self.max_steps)
+        adaptive = INTEGRATORS[self.method].adaptive
+        for key in ADAPTIVE_DEFAULTS:  # a silently ignored value would be a bug
+            require(adaptive or getattr(self, key) is None, f"trainer.{key}", getattr(self, key),
+                    f"must be null with the fixed-step trainer.method={self.method} (only the adaptive "
+                    + ", ".join(k for k, m in INTEGRATORS.items() if m.adaptive) + " take it)")
+        if adaptive:
+            for key, default in ADAPTIVE_DEFAULTS.items():
+                if getattr(self, key) is None:
+                    setattr(self, key, default)
+            require(self.rtol >= 0, "trainer.rtol", self.rtol, "must be >= 0")
+            require(self.atol >= 0, "trainer.atol", self.atol, "must be >= 0")
+            require(self.rtol > 0 or self.atol > 0, "trainer.rtol", self.rtol, "rtol and atol cannot both be 0")
+            positive("trainer.max_steps", self.max_steps)
         self._check_common()
 
     def schedule(self) -> Schedule:
         method = INTEGRATORS[self.method]
-        steps = None if method.adaptive else math.ceil(self.t_max / self.h - 1e-9)  # t_max/h = 999.9999999
+        if method.adaptive:
+            return Schedule(method, self.h, self.t_max, None, None, self.target_loss, self.divergence_threshold,
+                            locate_target=True, rtol=self.rtol, atol=self.atol, max_steps=self.max_steps)
+        steps = math.ceil(self.t_max / self.h - 1e-9)  # tolerate t_max/h = 999.9999999 from float input
         return Schedule(method, self.h, self.t_max, steps, None, self.target_loss, self.divergence_threshold,
-                        locate_target=True, rtol=self.rtol, atol=self.atol,
-                        max_steps=self.max_steps if method.adaptive else None)
+                        locate_target=True)
 
 
 TRAINERS: dict[str, type[GDConfig | SGDConfig | GradientFlowConfig]] = {

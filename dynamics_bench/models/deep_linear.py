@@ -171,7 +171,8 @@ class DeepLinear(Model):
         the origin (Cor. 6). The manifold is transversally unstable, ‖w1 − s·w2ᵀ‖ growing like e^{|f′(0)|t}: a
         float64 trajectory started exactly on it escapes by round-off after t ≈ 37/|f′(0)| when the arithmetic
         breaks the symmetry w1 ↔ s·w2ᵀ (theory.md §1.6.5), so trust on-manifold runs before t ≈ 30/|f′(0)| only.
-        (The gradients here are one scalar times w2ᵀ and w1, so an explicit step keeps w1 = s·w2ᵀ exactly.)"""
+        (On matrix_cost's single input the gradients are one scalar times w2ᵀ and w1, so an explicit step keeps
+        w1 = s·w2ᵀ exactly; with data sets of several inputs round-off does push the run off, as theory says.)"""
         if self.saddle_sign is None:
             raise RuntimeError("model.init=centre_stable needs DeepLinear.prepare(cost) first "
                                "(experiment.build calls it): the manifold depends on sign f'(0)")
