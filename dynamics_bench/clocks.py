@@ -62,8 +62,8 @@ def check_grid(spec: GridSpec, schedule: Schedule) -> None:
                 f"must lie in [0, t_max = {schedule.t_max:g}] (the trainer's horizon)")
         k = t / schedule.h
         require(schedule.adaptive or abs(k - round(k)) <= 1e-9 * max(k, 1.0) or t == schedule.t_max,
-                f"metrics.times[{i}]", t, f"must be a multiple of the step h = {schedule.h:g} (or t_max): fixed "
-                "steps land only there; an adaptive method (trainer.method=dopri5) lands on any time")
+                f"metrics.times[{i}]", t, f"must be a multiple of the step {schedule.h:g} (trainer.lr or trainer.h) or "
+                "t_max: fixed steps land only there (trainer=gradient_flow trainer.method=dopri5 lands on any time)")
 
 
 class FixedClock:
@@ -73,6 +73,8 @@ class FixedClock:
     def __init__(self, schedule: Schedule, spec: GridSpec, size: int):
         self.h, self.total, self.size, self.k = schedule.h, schedule.steps, size, 0
         self.t_max = schedule.t_max  # = steps·h for GD/SGD; a flow's last step may be shorter than h
+        exact = self.total * self.h == self.t_max
+        self.last_h = self.h if exact else self.t_max - (self.total - 1) * self.h
         self.member_steps = [0] * size
         self.rejected = [0] * size  # a fixed step is never rejected
         if spec.every is not None:
@@ -105,7 +107,7 @@ class FixedClock:
 
     def step_size(self, running: list[bool], like: Tensor) -> tuple[StepSize, Tensor | None]:
         """The step for every member, and which members move (None: all); `like` sets the device."""
-        h = self.h if self.k < self.total - 1 else self.t_max - self.k * self.h  # the last step lands on t_max
+        h = self.h if self.k < self.total - 1 else self.last_h  # the last step lands on t_max
         return h, None if all(running) else torch.tensor(running, device=like.device)
 
     def commit(self, step: Step, moving: Tensor | None) -> Tensor | None:

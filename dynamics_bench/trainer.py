@@ -142,7 +142,7 @@ def train(*, objective: Objective, params: Params, batches: Batches, schedule: S
                                      loss=cached[0], grad=cached[1]), rows)
             if due:
                 clock.logged()
-            if not batches.full:
+            if not batches.full and (due or finished):  # every member's row was written: its target may stop it
                 _check(members, logged["loss"].tolist(), steps, times, schedule, target=True, divergence=False)
                 running = [m.status == "running" for m in members]
                 finished = not any(running) or finished

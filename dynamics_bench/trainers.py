@@ -59,7 +59,7 @@ class GDConfig(_Common):
         require(self.steps >= 0, "trainer.steps", self.steps, "must be >= 0")
         self._check_common()
 
-    def schedule(self) -> Schedule:
+    def schedule(self, eps: float) -> Schedule:
         return Schedule(INTEGRATORS["euler"], self.lr, self.steps * self.lr, self.steps, None, self.target_loss,
                         self.divergence_threshold)
 
@@ -73,12 +73,13 @@ class SGDConfig(GDConfig):
         super().__post_init__()
         positive("trainer.batch_size", self.batch_size)
 
-    def schedule(self) -> Schedule:
+    def schedule(self, eps: float) -> Schedule:
         return Schedule(INTEGRATORS["euler"], self.lr, self.steps * self.lr, self.steps, self.batch_size,
                         self.target_loss, self.divergence_threshold)
 
 
-ADAPTIVE_DEFAULTS = {"rtol": 1e-10, "atol": 1e-12, "max_steps": 20_000}  # for keys left null
+ADAPTIVE_DEFAULTS = {"rtol": 1e-10, "atol": 1e-12, "max_steps": 20_000}  # for keys left null (float64)
+RTOL_FLOOR = 100  # × the dtype's eps: below it the error estimate is round-off and every step is rejected
 
 
 @dataclass
@@ -101,20 +102,26 @@ class GradientFlowConfig(_Common):
                     f"must be null with the fixed-step trainer.method={self.method} (only the adaptive "
                     + ", ".join(k for k, m in INTEGRATORS.items() if m.adaptive) + " take it)")
         if adaptive:
-            for key, default in ADAPTIVE_DEFAULTS.items():
-                if getattr(self, key) is None:
-                    setattr(self, key, default)
-            require(self.rtol >= 0, "trainer.rtol", self.rtol, "must be >= 0")
-            require(self.atol >= 0, "trainer.atol", self.atol, "must be >= 0")
-            require(self.rtol > 0 or self.atol > 0, "trainer.rtol", self.rtol, "rtol and atol cannot both be 0")
-            positive("trainer.max_steps", self.max_steps)
+            require(self.rtol is None or self.rtol >= 0, "trainer.rtol", self.rtol, "must be >= 0")
+            require(self.atol is None or self.atol >= 0, "trainer.atol", self.atol, "must be >= 0")
+            require(self.rtol != 0 or self.atol != 0, "trainer.rtol", self.rtol, "rtol and atol cannot both be 0")
+            positive("trainer.max_steps", self.max_steps, allow_none=True)
         self._check_common()
 
-    def schedule(self) -> Schedule:
+    def schedule(self, eps: float) -> Schedule:
+        """The loop's plan; `eps` is the dtype's machine epsilon, which bounds the useful rtol: a null rtol is
+        1e-10 or RTOL_FLOOR·eps, whichever is larger (atol likewise scaled), and a smaller one is an error."""
         method = INTEGRATORS[self.method]
         if method.adaptive:
+            floor = RTOL_FLOOR * eps
+            rtol = max(ADAPTIVE_DEFAULTS["rtol"], floor) if self.rtol is None else self.rtol
+            atol = ADAPTIVE_DEFAULTS["atol"] * max(1.0, floor / ADAPTIVE_DEFAULTS["rtol"]) if self.atol is None \
+                else self.atol
+            require(rtol == 0 or rtol >= floor, "trainer.rtol", rtol,
+                    f"must be >= {RTOL_FLOOR}·eps = {floor:.1e} for this dtype (or 0, with atol only)")
+            max_steps = ADAPTIVE_DEFAULTS["max_steps"] if self.max_steps is None else self.max_steps
             return Schedule(method, self.h, self.t_max, None, None, self.target_loss, self.divergence_threshold,
-                            locate_target=True, rtol=self.rtol, atol=self.atol, max_steps=self.max_steps)
+                            locate_target=True, rtol=rtol, atol=atol, max_steps=max_steps)
         steps = math.ceil(self.t_max / self.h - 1e-9)  # tolerate t_max/h = 999.9999999 from float input
         return Schedule(method, self.h, self.t_max, steps, None, self.target_loss, self.divergence_threshold,
                         locate_target=True)

@@ -23,12 +23,12 @@ import pandas as pd
 import pytest
 import torch
 
-from dynamics_bench.clocks import AdaptiveClock, GridSpec
+from dynamics_bench.clocks import AdaptiveClock, FixedClock, GridSpec
 from dynamics_bench.config import ConfigError
 from dynamics_bench.experiment import build, init_params
 from dynamics_bench.integrators import BOSH3, DOPRI5, EULER, INTEGRATORS, Tableau, advance, dense_point, rk_step
 from dynamics_bench.trainer import _Previous, locate_crossing, train
-from dynamics_bench.trainers import Schedule
+from dynamics_bench.trainers import GDConfig, Schedule
 from tests.conftest import make_cfg, run_overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -753,7 +753,7 @@ def test_fixed_step_flow_lands_on_t_max_and_only_on_reachable_times(tmp_path):
     s = go(tmp_path, *VECTOR, *FLOW, "trainer.h=0.3", "trainer.t_max=1", "metrics.times=[0.6,1]")
     assert s["t"] == 1.0 and s["steps"] == 4
     assert rows(tmp_path)["t"].tolist() == pytest.approx([0.0, 0.6, 1.0], abs=1e-15)
-    with pytest.raises(ConfigError, match=r"metrics\.times\[0\].*multiple of the step h = 0\.3"):
+    with pytest.raises(ConfigError, match=r"metrics\.times\[0\].*multiple of the step 0\.3"):
         build(make_cfg(*VECTOR, *FLOW, "trainer.h=0.3", "trainer.t_max=1", "metrics.times=[0.5]"))
     build(make_cfg(*VECTOR, *DOPRI, "trainer.h=0.3", "trainer.t_max=1", "metrics.times=[0.5]"))
 
@@ -789,3 +789,24 @@ def test_a_tiny_first_trial_step_is_not_a_stall(tmp_path):
     only a rejected step that small means a NaN/inf vector field."""
     s = go(tmp_path, *VECTOR, *DOPRI, "trainer.h=1e-15", "trainer.t_max=1", "metrics.points=2")
     assert s["status"] == "max_steps" and s["t"] == 1.0
+
+
+@pytest.mark.parametrize("lr, steps", [(0.05, 200), (0.1, 7), (0.01, 1000)])
+def test_gd_steps_are_all_exactly_lr(lr, steps):
+    """GD is a map with step lr: its t_max = steps·lr, so the last step is lr too, bit for bit (only a flow
+    whose t_max is not a multiple of h gets a shortened last step: 200·0.05 − 199·0.05 ≠ 0.05 in floats)."""
+    clock = FixedClock(GDConfig(lr=lr, steps=steps).schedule(2.0**-52), GridSpec(), 1)
+    assert clock.last_h == lr
+
+
+def test_sgd_member_in_an_ensemble_stops_as_it_does_alone(tmp_path):
+    """SGD checks the target on the full-data loss at rows written for every member (the grid), never at a
+    row another member's stop triggered: a member's time_to_target is its own (alone = in the ensemble)."""
+    common = ("trainer=sgd", "trainer.lr=0.6", "trainer.steps=400", "trainer.batch_size=4", "trainer.target_loss=0.05",
+              "trainer.divergence_threshold=3", "metrics.every=100", "metrics.names=[loss]")
+    ensemble = go(tmp_path, *common, "ensemble.size=6", name="ensemble")
+    stops = [m["time_to_target"] for m in ensemble["members"]]
+    assert any(t is not None for t in stops) and any(m["status"] == "diverged" for m in ensemble["members"])
+    for i in (i for i, t in enumerate(stops) if t is not None):
+        alone = go(tmp_path, *common, "ensemble.size=1", f"seed={i}", "task.seed=0", name=f"alone{i}")
+        assert alone["time_to_target"] == stops[i]

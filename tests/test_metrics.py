@@ -343,7 +343,7 @@ def test_log_grid_small_is_every_step(steps, points):
     (0, 2, {0}),
 ])
 def test_log_grid_every(steps, every, expected):
-    assert FixedClock(GDConfig(lr=1.0, steps=steps).schedule(), GridSpec(every=every), 1).grid == expected
+    assert FixedClock(GDConfig(lr=1.0, steps=steps).schedule(torch.finfo(torch.float64).eps), GridSpec(every=every), 1).grid == expected
 
 
 # ---------------------------------------------------------------------------------------------------------------
