@@ -597,7 +597,8 @@ def collect(sweeps: dict, reference: dict) -> dict:
             diffs = [abs(a - b) / max(abs(b), 1e-300) for a, b in zip(gd["losses"], fe["losses"])]
             check = {"problem": problem, "h": h, "gd_overrides": gd["overrides"],
                      "identical": gd["losses"] == fe["losses"] and gd["grad_evals"] == fe["grad_evals"],
-                     "max_rel_diff": max(diffs), "gd_grad_evals": gd["grad_evals"], "euler_grad_evals": fe["grad_evals"]}
+                     "max_rel_diff": max(diffs), "gd_grad_evals": gd["grad_evals"],
+                     "euler_grad_evals": fe["grad_evals"]}
             res["gd_check"].append(check)
             print(f"  gd check h={h:g}: identical to euler: {check['identical']}", flush=True)
     res["per_eval_seconds"] = {

@@ -115,19 +115,23 @@ def test_rk4_conserves_two_layer_relu_neuron_imbalance(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------------
 # GD: the exact one-step drift identity (theory §4)
+def gd_step(exp, lr: float) -> tuple[dict, dict, dict]:
+    """θ_0, ∇L(θ_0) and θ_1 = θ_0 − lr·∇L(θ_0) through the harness's Euler step, on the task's full data."""
+    params = init_params(exp)
+    x, y = exp.task.data()
+    x, y = x.expand(exp.ensemble_size, *x.shape), y.expand(exp.ensemble_size, *y.shape)
+    fn = lambda p: exp.objective.loss_and_grad(p, x, y)  # noqa: E731
+    step = rk_step(EULER, fn, params, lr, fn(params))
+    new = {k: p + step.alpha * d for (k, p), d in zip(params.items(), step.direction)}
+    return params, step.stages[0], new
+
+
 @pytest.mark.parametrize("lr", [0.1, 0.03])
 def test_gd_one_step_imbalance_identity_deep_linear(lr):
     """ΔC_i = η²(G_iG_iᵀ − G_{i+1}ᵀG_{i+1}) exactly (the O(η) terms cancel since G_iW_iᵀ = W_{i+1}ᵀG_{i+1}).
     Both sides are O(η²‖G‖²) ~ 1e-2..1e-1, and the left one is a difference of O(1) matrices: round-off
     ~1e-15, far inside 1e-12 relative."""
-    exp = build(make_cfg(*DEEP3, "task.target=[[1.0,0.5],[-0.3,2.0]]", "ensemble.size=3"))
-    params = init_params(exp)
-    x, y = exp.task.data()
-    x, y = x.expand(3, *x.shape), y.expand(3, *y.shape)
-    fn = lambda p: exp.objective.loss_and_grad(p, x, y)  # noqa: E731
-    step = rk_step(EULER, fn, params, lr, fn(params))
-    grad, direction, alpha = step.stages[0], step.direction, step.alpha
-    new = {k: p + alpha * d for (k, p), d in zip(params.items(), direction)}
+    params, grad, new = gd_step(build(make_cfg(*DEEP3, "task.target=[[1.0,0.5],[-0.3,2.0]]", "ensemble.size=3")), lr)
     names = ["W1", "W2", "W3"]
     c_old = imbalances([params[n] for n in names])
     c_new = imbalances([new[n] for n in names])
@@ -145,15 +149,8 @@ def test_gd_one_step_imbalance_identity_deep_linear(lr):
 def test_gd_one_step_neuron_identity_two_layer_with_bias():
     """Per neuron, Δ(a_j² − ‖w_j‖² − b_j²) = η²((∂_{a_j}L)² − ‖∇_{w_j}L‖² − (∂_{b_j}L)²) exactly for ReLU."""
     lr = 0.2
-    exp = build(make_cfg("model=two_layer", "model.bias=true", "model.width=5", "task=teacher", "task.n=30",
-                         "ensemble.size=2"))
-    params = init_params(exp)
-    x, y = exp.task.data()
-    x, y = x.expand(2, *x.shape), y.expand(2, *y.shape)
-    fn = lambda p: exp.objective.loss_and_grad(p, x, y)  # noqa: E731
-    step = rk_step(EULER, fn, params, lr, fn(params))
-    g, direction, alpha = step.stages[0], step.direction, step.alpha
-    new = {k: p + alpha * d for (k, p), d in zip(params.items(), direction)}
+    params, g, new = gd_step(build(make_cfg("model=two_layer", "model.bias=true", "model.width=5", "task=teacher",
+                                            "task.n=30", "ensemble.size=2")), lr)
 
     def q(p):
         return p["a"][:, 0, :] ** 2 - (p["w"] ** 2).sum(-1) - p["b"] ** 2  # (E, m)

@@ -54,8 +54,9 @@ def snap(model, params, params0=None, *, x=None, y=None, loss=None, sum_over_sam
         x = torch.zeros(e, 1, model.input_dim, dtype=F64)
         y = torch.zeros(e, 1, model.output_dim, dtype=F64)
     objective = Objective(model=model, loss=loss or MSE(), sum_over_samples=sum_over_samples)
-    return Snapshot(iteration=0, steps=[0] * e, t=[0.0] * e, params=params, params0=params if params0 is None else params0,
-                    objective=objective, task=task or SimpleNamespace(teacher=None), x=x, y=y, **kw)
+    return Snapshot(iteration=0, steps=[0] * e, t=[0.0] * e, params=params,
+                    params0=params if params0 is None else params0, objective=objective,
+                    task=task or SimpleNamespace(teacher=None), x=x, y=y, **kw)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -343,7 +344,8 @@ def test_log_grid_small_is_every_step(steps, points):
     (0, 2, {0}),
 ])
 def test_log_grid_every(steps, every, expected):
-    assert FixedClock(GDConfig(lr=1.0, steps=steps).schedule(torch.finfo(torch.float64).eps), GridSpec(every=every), 1).grid == expected
+    schedule = GDConfig(lr=1.0, steps=steps).schedule(torch.finfo(torch.float64).eps)
+    assert FixedClock(schedule, GridSpec(every=every), 1).grid == expected
 
 
 # ---------------------------------------------------------------------------------------------------------------
