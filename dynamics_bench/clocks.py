@@ -122,14 +122,14 @@ class AdaptiveClock:
     rows every k accepted steps, at each member's own t). A member that has attempted schedule.max_steps steps
     (accepted + rejected; waiting at a grid time does not count) is out of budget."""
 
-    def __init__(self, schedule: Schedule, spec: GridSpec, size: int, error_order: int):
+    def __init__(self, schedule: Schedule, spec: GridSpec, size: int):
         self.schedule, self.size = schedule, size
         self.t_max = schedule.t_max
         self.t = [0.0] * size
         self.h = [min(schedule.h, self.t_max)] * size if self.t_max > 0 else [schedule.h] * size
         self.accepted, self.rejected = [0] * size, [0] * size
         self.last_rejected = [False] * size  # after a rejection the step may not grow (Hairer–Wanner II.4)
-        self.exponent = 1.0 / (error_order + 1)
+        self.exponent = 1.0 / (schedule.method.error_order + 1)
         self.every = spec.every
         if spec.times is not None:
             self.grid = sorted({0.0, self.t_max, *spec.times})
@@ -217,5 +217,5 @@ class AdaptiveClock:
 
 def make_clock(schedule: Schedule, spec: GridSpec, size: int) -> FixedClock | AdaptiveClock:
     if schedule.adaptive:
-        return AdaptiveClock(schedule, spec, size, schedule.method.error_order)
+        return AdaptiveClock(schedule, spec, size)
     return FixedClock(schedule, spec, size)

@@ -5,7 +5,7 @@ estimate for step-size control (bosh3, dopri5). Every method also carries a cont
 output) of its own order, used to locate events such as the target loss between steps.
 
 The step size h is a float (every member the same) or an (E,) tensor (per-member step sizes of an adaptive
-run). A step returns its stages and the increment θ_{k+1} − θ_k = alpha·direction, which the trainer applies
+run). A step returns its stages and the increment θ_{k+1} − θ_k = −h·direction, which the trainer applies
 in place once it knows which members move (a stopped or rejected member gets none). The first stage is always
 ∇L(θ_k), passed in by the trainer, which also uses it for the stopping rules and the metrics.
 """
@@ -75,17 +75,16 @@ def _combine(stages: list[Params], weights: tuple[float, ...] | Tensor, key: str
 
 @dataclass
 class Step:
-    """One attempted step from θ_k: θ_{k+1} = θ_k + alpha·direction (per parameter, in params order)."""
+    """One attempted step from θ_k: θ_{k+1} = θ_k − h·direction (per parameter, in params order)."""
 
     stages: list[Params]  # g_1 = ∇L(θ_k), ..., g_s
     h: StepSize
     direction: list[Tensor]  # Σ b_i g_i
-    alpha: StepSize  # −h
     error: Tensor | None  # (E,) RMS of the error estimate over tol = atol + rtol·max(|θ_k|, |θ_{k+1}|); ≤ 1 passes
     end: tuple[Tensor, Params] | None  # (L, ∇L) at θ_{k+1} for FSAL methods
 
     def increment(self, key_index: int) -> Tensor:
-        return _scale(self.alpha, self.direction[key_index])
+        return -_scale(self.h, self.direction[key_index])
 
 
 def rk_step(method: Tableau, grad_fn: GradFn, params: Params, h: StepSize, first: tuple[Tensor, Params],
@@ -103,7 +102,7 @@ def rk_step(method: Tableau, grad_fn: GradFn, params: Params, h: StepSize, first
     error = None
     if method.b_low is not None:
         error = _error_norm(method, stages, params, direction, h, rtol, atol)
-    return Step(stages, h, direction, -h, error, end)
+    return Step(stages, h, direction, error, end)
 
 
 def _error_norm(method: Tableau, stages: list[Params], params: Params, direction: list[Tensor], h: StepSize,
@@ -128,10 +127,10 @@ def dense_point(method: Tableau, step: Step, params: Params, s: Tensor) -> Param
 
 
 def advance(params: Params, step: Step, moving: Tensor | None) -> None:
-    """θ += alpha·direction in place, for the members in `moving` ((E,) bool; None: all)."""
+    """θ −= h·direction in place, for the members in `moving` ((E,) bool; None: all)."""
     with torch.no_grad():
-        if moving is None and isinstance(step.alpha, float):
-            torch._foreach_add_(list(params.values()), step.direction, alpha=step.alpha)  # one fused call
+        if moving is None and isinstance(step.h, float):
+            torch._foreach_add_(list(params.values()), step.direction, alpha=-step.h)  # one fused call
             return
         for i, p in enumerate(params.values()):
             inc = step.increment(i)

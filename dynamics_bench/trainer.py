@@ -124,13 +124,10 @@ def train(*, objective: Objective, params: Params, batches: Batches, schedule: S
             for i in stopped:
                 if members[i].status == "converged":
                     members[i].time_to_target = previous.t[i] + s[i] * (times[i] - previous.t[i])
-        for i in clock.stalled():  # its step size underflowed: the vector field is NaN/inf next to θ
-            if members[i].status == "running":
-                members[i].status, members[i].stop_step = "diverged", steps[i]
-                stopped.append(i)
-        for i in clock.out_of_budget():
-            if members[i].status == "running":
-                members[i].status, members[i].stop_step = "step_budget", steps[i]
+        # a stalled member's step size underflowed: the vector field is NaN/inf next to its θ
+        for status, ended in (("diverged", clock.stalled()), ("step_budget", clock.out_of_budget())):
+            for i in (i for i in ended if members[i].status == "running"):
+                members[i].status, members[i].stop_step = status, steps[i]
                 stopped.append(i)
         running = [m.status == "running" for m in members]
         due = clock.due(running)

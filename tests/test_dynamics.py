@@ -122,7 +122,7 @@ def gd_step(exp, lr: float) -> tuple[dict, dict, dict]:
     x, y = x.expand(exp.ensemble_size, *x.shape), y.expand(exp.ensemble_size, *y.shape)
     fn = lambda p: exp.objective.loss_and_grad(p, x, y)  # noqa: E731
     step = rk_step(EULER, fn, params, lr, fn(params))
-    new = {k: p + step.alpha * d for (k, p), d in zip(params.items(), step.direction)}
+    new = {k: p - step.h * d for (k, p), d in zip(params.items(), step.direction)}
     return params, step.stages[0], new
 
 

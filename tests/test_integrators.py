@@ -163,7 +163,7 @@ def test_dense_output_local_error_order(name, s):
 
 @pytest.mark.parametrize("name", list(INTEGRATORS))
 def test_dense_output_endpoints(name):
-    """s = 0 gives θ_k and s = 1 gives θ_{k+1} = θ_k + alpha·direction (what `advance` applies), to round-off,
+    """s = 0 gives θ_k and s = 1 gives θ_{k+1} = θ_k − h·direction (what `advance` applies), to round-off,
     also with a per-member step size and per-member s."""
     method = INTEGRATORS[name]
     h = torch.tensor([0.3, 0.1, 0.2], dtype=torch.float64)
@@ -438,7 +438,7 @@ def _drive_clock(nan_member: int | None, size: int,
         return 0.5 * (p["x"] * gx).sum(1), {"x": gx}
 
     schedule = Schedule(method, 0.5, 3.0, None, None, None, 1e10, rtol=1e-8, atol=1e-10, max_steps=10_000)
-    clock = AdaptiveClock(schedule, GridSpec(times=[]), size, method.error_order)
+    clock = AdaptiveClock(schedule, GridSpec(times=[]), size)
     params = {"x": x0.expand(size, N_DIM).clone()}
     loss, grad = grad_fn(params)
     running = [True] * size
