@@ -17,6 +17,7 @@ import torch
 
 from dynamics_bench.integrators import EULER, rk_step
 from dynamics_bench.experiment import build, init_params
+from tests.closed_forms import vector_case_time
 from tests.conftest import make_cfg, run_overrides
 
 FAST = ("logger.tensorboard=false",)
@@ -396,20 +397,15 @@ def test_flow_time_to_target_matches_closed_form(tmp_path):
     """Vector case under the flow (theory §1.6.3): with f = ½(x − y)², the time from x0 to x1 (x0 < x1 < y) is
     T = F(x1) − F(x0), F(x) = (1/q)·ln|(q√(4x² + c) + 4yx + c)/(x − y)|, q = √(4y² + c).
     w1 = (1, 0.5)ᵀ, w2 = (0.3, −0.2): x0 = 0.2, c = (‖w1‖² + ‖w2‖²)² − 4x0² = 1.38² − 0.16 = 1.7444.
-    The loop checks the target only at steps t_k = k·h, so it reports the first grid time at or after T:
-    0 ≤ t_reported − T < h (RK4's trajectory error at h = 1e-3, ~1e-13, shifts T by far less), i.e. an
-    absolute tolerance of h = 1e-3 on T ≈ 1.3 (relative 8e-4), one-sided."""
+    The loop locates the crossing between steps on rk4's dense output (error O(h⁴) ~ 1e-12 at h = 1e-3): the
+    reported time is not rounded up to the next step (it would be by up to h), and sits within 1e-9 of T
+    (measured 1.1e-12 above it)."""
     y, target, h = 2.0, 1e-4, 1e-3
     w1, w2 = [[1.0], [0.5]], [[0.3, -0.2]]
     x0 = 0.3 * 1.0 + (-0.2) * 0.5
     c = (1.0 + 0.25 + 0.09 + 0.04) ** 2 - 4 * x0**2
     x1 = y - math.sqrt(2 * target)  # ½(x1 − y)² = target, approached from below since x0 < y
-    q = math.sqrt(4 * y**2 + c)
-
-    def big_f(x):
-        return math.log(abs((q * math.sqrt(4 * x * x + c) + 4 * y * x + c) / (x - y))) / q
-
-    closed = big_f(x1) - big_f(x0)
+    closed = vector_case_time(x0, x1, y, c)
     # guard the transcription: the quadrature ∫ dx / ((y − x)√(c + 4x²)) in u = −ln(y − x) (dx = (y − x)du)
     u = np.linspace(-math.log(y - x0), -math.log(y - x1), 200_001)
     xs = y - np.exp(-u)
@@ -423,6 +419,7 @@ def test_flow_time_to_target_matches_closed_form(tmp_path):
     assert m["status"] == "converged" and s["status"] == "converged"
     assert m["final"]["imbalance_c"] == pytest.approx(c, rel=1e-9)  # c is what the closed form assumed
     assert 0 <= m["time_to_target"] - closed < h + 1e-9, (m["time_to_target"], closed)
+    assert m["time_to_target"] == pytest.approx(closed, rel=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------------------------

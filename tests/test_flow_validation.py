@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy.integrate import quad, solve_ivp
 
+from tests.closed_forms import vector_case_time
 from tests.conftest import run_overrides
 
 K, Y = 4, 2.0  # vector case width and scalar target
@@ -81,13 +82,9 @@ def quadrature_time(loss: str, x1: float) -> float:
 
 
 def closed_form_time(x1: float) -> float:
-    """For f = ½(x − y)²: T = F(x1) − F(x0), F(x) = (1/q)·ln|(q√(4x² + c) + 4yx + c)/(x − y)|, q = √(4y² + c)."""
+    """For f = ½(x − y)², theory §1.6.3's closed form from this file's start."""
     x0, c = start()
-    q = math.sqrt(4 * Y**2 + c)
-
-    def big_f(x: float) -> float:
-        return math.log(abs((q * math.sqrt(4 * x * x + c) + 4 * Y * x + c) / (x - Y))) / q
-    return big_f(x1) - big_f(x0)
+    return vector_case_time(x0, x1, Y, c)
 
 
 TARGET = 1e-6

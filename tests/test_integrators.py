@@ -29,6 +29,7 @@ from dynamics_bench.experiment import build, init_params
 from dynamics_bench.integrators import BOSH3, DOPRI5, EULER, INTEGRATORS, Tableau, advance, dense_point, rk_step
 from dynamics_bench.trainer import _Previous, locate_crossing, train
 from dynamics_bench.trainers import GDConfig, Schedule
+from tests.closed_forms import vector_case_time
 from tests.conftest import make_cfg, run_overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -532,12 +533,7 @@ def closed_form_time(overrides) -> tuple[float, float, float]:
     c = float(2 * torch.trace(cmat @ cmat) - torch.trace(cmat) ** 2)
     side = 1.0 if x0 > Y else -1.0
     x1 = Y + side * math.sqrt(2 * 1e-6)
-    q = math.sqrt(4 * Y * Y + c)
-
-    def big_f(x: float) -> float:
-        return math.log(abs((q * math.sqrt(4 * x * x + c) + 4 * Y * x + c) / (x - Y))) / q
-
-    closed = big_f(x1) - big_f(x0)
+    closed = vector_case_time(x0, x1, Y, c)
     integrand = lambda u: 1 / math.sqrt(c + 4 * (Y + side * math.exp(-u)) ** 2)  # noqa: E731
     value, _ = quad(integrand, -math.log(abs(Y - x0)), -math.log(abs(Y - x1)), epsabs=0, epsrel=1e-13)
     assert closed == pytest.approx(value, rel=1e-10)

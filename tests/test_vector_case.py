@@ -20,6 +20,7 @@ from dynamics_bench.experiment import build, init_params
 from dynamics_bench.metrics import METRICS, select_metrics
 from dynamics_bench.models import build_model
 from dynamics_bench.models.deep_linear import DeepLinear
+from tests.closed_forms import vector_case_time
 from tests.conftest import make_cfg, run_overrides
 
 F64 = torch.float64
@@ -257,12 +258,7 @@ def test_time_to_target_matches_the_closed_form(tmp_path):
     """theory.md §1.6.3, f = ½(x − y)², q = √(4y² + c): T = F(x1) − F(x0) with
     F(x) = (1/q)·ln|(q·√(4x² + c) + 4yx + c)/(x − y)|; loss ≤ 1e-10 means x1 = y − √(2·1e-10)."""
     y, x0, c, h = 1.0, 0.1, 16.0, 5e-3
-    q = math.sqrt(4 * y * y + c)
-
-    def big_f(x: float) -> float:
-        return math.log(abs((q * math.sqrt(4 * x * x + c) + 4 * y * x + c) / (x - y))) / q
-
-    expected = big_f(y - math.sqrt(2e-10)) - big_f(x0)
+    expected = vector_case_time(x0, y - math.sqrt(2e-10), y, c)
     summary = run_overrides(tmp_path, *VECTOR, "model.init=imbalanced", f"model.init_product={x0}",
                             f"model.init_imbalance={c}", f"trainer.h={h}", "trainer.t_max=4",
                             "trainer.target_loss=1e-10")

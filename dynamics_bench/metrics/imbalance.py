@@ -114,7 +114,7 @@ def imbalance(s: Snapshot) -> dict[str, Tensor]:
     if isinstance(s.model, DeepLinear):
         out["imbalance_drift_rel"] = drift.amax(1) / scale0.amax(1)
         out.update({f"imbalance/{i + 1}": v for i, v in enumerate(size.unbind(1))})
-        if s.model.depth == 2 and s.model.input_dim == 1 and s.model.output_dim == 1:
+        if s.model.vector_case:
             cm = c[:, 0]  # (E, k, k)
             tr = torch.diagonal(cm, dim1=1, dim2=2).sum(1)
             out["imbalance_c"] = 2 * (cm * cm.mT).sum((1, 2)) - tr**2  # 2tr(C²) − tr(C)²
