@@ -26,12 +26,13 @@ from dynamics_bench.batches import check_batch_size, make_batches
 from dynamics_bench.config import choice, parse_section, require
 from dynamics_bench.losses import build_loss
 from dynamics_bench.clocks import check_grid
-from dynamics_bench.metrics import MetricsConfig, Snapshot, evaluate, select_metrics
+from dynamics_bench.metrics import MetricsConfig, Settings, Snapshot, select_metrics
 from dynamics_bench.metrics.base import Metric
 from dynamics_bench.models import build_model
 from dynamics_bench.models.base import Params
 from dynamics_bench.objective import Objective
-from dynamics_bench.sinks import CSVSink, LoggerConfig, ParamsSink, TensorBoardSink
+from dynamics_bench.recorder import Recorder
+from dynamics_bench.sinks import LoggerConfig
 from dynamics_bench.tasks import build_task
 from dynamics_bench.tasks.base import Task
 from dynamics_bench.trainer import TrainResult, train
@@ -56,6 +57,7 @@ class Experiment:
     schedule: Schedule
     metrics_config: MetricsConfig
     metrics: dict[str, Metric]
+    settings: Settings  # what the metrics are told (probe size, Lanczos steps, the fixed step, ...)
     logger: LoggerConfig
 
     @property
@@ -130,8 +132,9 @@ def build(cfg: DictConfig | dict) -> Experiment:
                       "see past a kink, so adaptive steps crawl there; rk4 with a fixed h is the better choice "
                       "(trainer.max_steps bounds the run)", stacklevel=2)
     metrics = select_metrics(metrics_cfg.names, objective, task)
+    settings = metrics_cfg.settings(x.shape[0], None if schedule.adaptive else schedule.h)
     return Experiment(plain, seed, size, device, dtype, task, objective, schedule,
-                      metrics_cfg, metrics, logger_cfg)
+                      metrics_cfg, metrics, settings, logger_cfg)
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -173,47 +176,9 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-class _Recorder:
-    """Turns snapshots into rows for every sink, remembering each member's last row."""
-
-    def __init__(self, exp: Experiment, out_dir: Path):
-        self.exp = exp
-        self.csv = CSVSink(out_dir / "metrics.csv")
-        self.tb = (TensorBoardSink(out_dir / "tb", exp.ensemble_size, exp.logger.tb_members)
-                   if exp.logger.tensorboard else None)
-        self.params = ParamsSink(out_dir / "params") if exp.metrics_config.save_params else None
-        self.last_rows: list[dict[str, float]] = []
-        self.written: dict[int, tuple[int, float]] = {}  # member -> (step, t) of its last metrics.csv row
-        self.invariant_drift_max: float | None = None  # the largest imbalance_drift_rel logged
-
-    def __call__(self, snapshot: Snapshot, members: list[bool]) -> dict[str, torch.Tensor]:
-        """Evaluate the metrics; write the rows of `members` to metrics.csv (skipping a member whose step and t
-        have not changed since its last row), the ensemble to TensorBoard and params/."""
-        values = evaluate(self.exp.metrics, snapshot)
-        table = torch.stack([v.to(torch.float64) for v in values.values()], 1).cpu().tolist()  # (E, metrics)
-        rows = [dict(zip(values, r)) for r in table]
-        marks = list(zip(snapshot.steps, snapshot.t))
-        write = [m and marks[e] != self.written.get(e) for e, m in enumerate(members)]
-        self.csv.write(snapshot.steps, snapshot.t, rows, write)
-        self.written.update({e: marks[e] for e in range(len(marks)) if write[e]})
-        if self.tb is not None:
-            self.tb.write(snapshot.iteration, snapshot.t, rows)
-        if self.params is not None:
-            self.params.save(snapshot.iteration, snapshot.steps, snapshot.t, snapshot.params)
-        drifts = [r["imbalance_drift_rel"] for r in rows if not math.isnan(r.get("imbalance_drift_rel", math.nan))]
-        if drifts:
-            self.invariant_drift_max = max(drifts + [self.invariant_drift_max or 0.0])
-        self.last_rows = rows
-        return values
-
-    def close(self) -> None:
-        self.csv.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
 def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]],
-             invariant_drift_max: float | None) -> dict[str, Any]:
+             invariant_drift_max: float | None, metric_seconds: dict[str, float]) -> dict[str, Any]:
+    """rows: each member's last written metrics row (its stop row, or the end's)."""
     statuses = [m.status for m in result.members]
     status = ("diverged" if "diverged" in statuses else "step_budget" if "step_budget" in statuses else
               "converged" if all(s == "converged" for s in statuses) else "max_steps")
@@ -235,6 +200,7 @@ def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]],
         "time_to_target": None if None in times else max(times),  # when the last member got there
         "invariant_drift_max": invariant_drift_max,
         "wall_seconds": result.wall_seconds,
+        "metric_seconds": metric_seconds,  # per metric, inside wall_seconds
         "steps_per_second": result.iterations / result.wall_seconds if result.wall_seconds > 0 else None,
         "iterations": result.iterations, "rejected_steps": sum(result.rejected),
         "grad_evals": result.grad_evals, "ensemble_size": exp.ensemble_size,
@@ -288,7 +254,8 @@ def run_experiment(exp: Experiment, out_dir: str | Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    recorder = _Recorder(exp, out_dir)
+    recorder = Recorder(out_dir, exp.metrics, heavy_every=exp.metrics_config.heavy_every,
+                        ensemble_size=exp.ensemble_size, logger=exp.logger, save_params=exp.metrics_config.save_params)
     try:
         params0 = init_params(exp)
         data_generators = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in exp.member_seeds]
@@ -297,7 +264,8 @@ def run_experiment(exp: Experiment, out_dir: str | Path) -> dict[str, Any]:
         x, y = x.expand(exp.ensemble_size, *x.shape), y.expand(exp.ensemble_size, *y.shape)
 
         def snapshot(**kw: Any) -> Snapshot:
-            return Snapshot(params0=params0, objective=exp.objective, task=exp.task, x=x, y=y, **kw)
+            return Snapshot(params0=params0, objective=exp.objective, task=exp.task, x=x, y=y, settings=exp.settings,
+                            **kw)
 
         show = exp.logger.progress and sys.stderr.isatty()
         with tqdm(total=exp.schedule.t_max, disable=not show, leave=False, unit="t",
@@ -306,7 +274,7 @@ def run_experiment(exp: Experiment, out_dir: str | Path) -> dict[str, Any]:
                            grid=exp.metrics_config.grid(), on_log=recorder, snapshot=snapshot,
                            progress=_progress(bar, exp.schedule.t_max))
         torch.save({k: v.detach().cpu() for k, v in result.params.items()}, out_dir / "final_params.pt")
-        summary = _summary(exp, result, recorder.last_rows, recorder.invariant_drift_max)
+        summary = _summary(exp, result, recorder.last_rows, recorder.invariant_drift_max, recorder.evaluator.seconds)
         _write_json(out_dir / "summary.json", summary)
         if recorder.tb is not None:
             final = {"loss": summary["final_loss"], "time_to_target": summary["time_to_target"]}

@@ -25,7 +25,9 @@ from dynamics_bench.models.base import Params
 from dynamics_bench.objective import Objective
 from dynamics_bench.trainers import Schedule
 
-OnLog = Callable[[Snapshot, list[bool]], dict[str, Tensor]]  # logs the rows of the members marked, returns metrics
+# on_log(snapshot, members, ends): log the rows of the members marked; ends: the row is some member's last (a stop or
+# the end of the run)
+OnLog = Callable[[Snapshot, list[bool], bool], None]
 LOCATE_ITERATIONS = 60  # regula falsi (Illinois) on the dense output; converges superlinearly, this is a cap
 
 
@@ -134,15 +136,16 @@ def train(*, objective: Objective, params: Params, batches: Batches, schedule: S
         finished = not any(running) or clock.finished(running)
         if due or finished or stopped:
             cached = (loss, grad) if batches.full else (None, None)
-            rows = [True] * size if due or finished else [i in stopped for i in range(size)]
-            logged = on_log(snapshot(iteration=iteration, steps=steps, t=times, params=params,
-                                     loss=cached[0], grad=cached[1]), rows)
-            if due:
-                clock.logged()
-            if not batches.full and (due or finished):  # every member's row was written: its target may stop it
-                _check(members, logged["loss"].tolist(), steps, times, schedule, target=True, divergence=False)
+            snap = snapshot(iteration=iteration, steps=steps, t=times, params=params, loss=cached[0], grad=cached[1])
+            if not batches.full and (due or finished):  # a row for every member: the full-data loss may stop it
+                stopped += _check(members, snap.loss_and_grad()[0].tolist(), steps, times, schedule, target=True,
+                                  divergence=False)
                 running = [m.status == "running" for m in members]
                 finished = not any(running) or finished
+            rows = [True] * size if due or finished else [i in stopped for i in range(size)]
+            on_log(snap, rows, finished or bool(stopped))
+            if due:
+                clock.logged()
         progress(max(times))
         if finished:
             break

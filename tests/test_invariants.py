@@ -20,7 +20,8 @@ import torch
 from dynamics_bench.config import ConfigError
 from dynamics_bench.experiment import build
 from dynamics_bench.metrics import METRICS
-from dynamics_bench.metrics.imbalance import MAX_NEURON_COLUMNS, neuron_imbalances
+from dynamics_bench.metrics.base import MAX_UNIT_COLUMNS
+from dynamics_bench.metrics.imbalance import neuron_imbalances
 from dynamics_bench.models.base import ACTIVATIONS
 from dynamics_bench.models.two_layer import TwoLayer
 from tests.conftest import make_cfg, run_overrides
@@ -208,12 +209,12 @@ def test_neuron_fixed_at_zero_has_zero_relative_drift():
     assert imbalance_of(model, params, params0)["imbalance_drift_rel"].item() == 1.5
 
 
-@pytest.mark.parametrize("width", [MAX_NEURON_COLUMNS, MAX_NEURON_COLUMNS + 1])
+@pytest.mark.parametrize("width", [MAX_UNIT_COLUMNS, MAX_UNIT_COLUMNS + 1])
 def test_per_neuron_columns_only_for_narrow_nets(width):
     model = two_layer("tanh", width)
     params = model.init_params([torch.Generator().manual_seed(0)])
     columns = {k for k in imbalance_of(model, params, params) if k.startswith("imbalance/")}
-    assert columns == ({f"imbalance/{j}" for j in range(1, width + 1)} if width <= MAX_NEURON_COLUMNS else set())
+    assert columns == ({f"imbalance/{j}" for j in range(1, width + 1)} if width <= MAX_UNIT_COLUMNS else set())
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -350,18 +350,20 @@ def test_log_grid_every(steps, every, expected):
 
 # ---------------------------------------------------------------------------------------------------------------
 # select_metrics
-BASIC = {"loss", "grad_norm", "param_norm", "weight_change"}
+BASIC = {"loss", "grad_norm", "param_norm", "weight_change", "lojasiewicz", "layer_change"}
+FLIPS = {"activation_flips"}  # hidden relu or abs units
+FIRST_ROW_EMPTY = {"loj_exponent", "loss_slope", "loss_rate"}  # need a previous row
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    (["model=mlp"], BASIC),
-    (["model=two_layer"], BASIC | {"imbalance", "alignment"}),
+    (["model=mlp"], BASIC | FLIPS),
+    (["model=two_layer"], BASIC | FLIPS | {"imbalance", "alignment", "teacher"}),
     (["model=two_layer", "model.activation=tanh"], BASIC | {"alignment"}),
-    (["model=two_layer", "model.output_layer=fixed"], BASIC | {"alignment"}),
-    (["model=two_layer", "task=linear_regression", "task.output_dim=1"], BASIC | {"imbalance"}),
+    (["model=two_layer", "model.output_layer=fixed"], BASIC | FLIPS | {"alignment", "teacher"}),
+    (["model=two_layer", "task=linear_regression", "task.output_dim=1"], BASIC | FLIPS | {"imbalance"}),
     (["model=deep_linear", "task=classification", "loss=cross_entropy"], BASIC | {"accuracy", "imbalance"}),
     (["model=deep_linear", "model.depth=1", "task=matrix_cost"], BASIC),
-    (["model=mlp", "task=classification", "loss=logistic"], BASIC | {"accuracy"}),
+    (["model=mlp", "task=classification", "loss=logistic"], BASIC | FLIPS | {"accuracy"}),
 ])
 def test_auto_selects_only_applicable_metrics(overrides, expected):
     exp = build(make_cfg(*overrides, "metrics.names=auto"))
@@ -371,8 +373,10 @@ def test_auto_selects_only_applicable_metrics(overrides, expected):
     params = model.init_params([torch.Generator().manual_seed(0)])
     x, y = exp.task.data()
     s = Snapshot(iteration=0, steps=[0], t=[0.0], params=params, params0=params, objective=exp.objective,
-                 task=exp.task, x=x[None], y=y[None])
-    assert all(torch.isfinite(v).all() for v in evaluate(exp.metrics, s).values())
+                 task=exp.task, x=x[None], y=y[None], settings=exp.settings)
+    values = evaluate(exp.metrics, s)
+    assert all(torch.isfinite(v).all() for k, v in values.items() if k not in FIRST_ROW_EMPTY)
+    assert all(torch.isnan(values[k]).all() for k in FIRST_ROW_EMPTY & set(values))
 
 
 def test_explicit_names_select_those_plus_loss():

@@ -1,4 +1,5 @@
-"""What a metric sees (a snapshot of the training state) and how it declares what it needs."""
+"""What a metric sees (a snapshot of the training state), what it is told about the run, what it may remember
+between rows, and how it declares what it needs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,6 +12,24 @@ from dynamics_bench.models.base import Model, Params
 from dynamics_bench.objective import Objective
 from dynamics_bench.tasks.base import Task
 
+Values = dict[str, Tensor]  # column name -> (E,) values, one per member
+Memory = dict[str, Tensor]  # what a metric keeps from row to row: every tensor (E, ...), member e's in [e]
+
+# Per-unit columns (imbalance/j, teacher_mass/i) only up to this many units: one column per unit would make
+# metrics.csv as wide as the net, and a wide net is read through the max columns anyway.
+MAX_UNIT_COLUMNS = 16
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What metrics are told about the run: the metrics config's knobs and the trainer's fixed step."""
+
+    probe: int = 32  # the probe set is the task's first `probe` inputs (ntk, activation_flips)
+    lanczos_steps: int = 100  # hessian: Lanczos iterations at most (and at most P)
+    hessian_dense_max: int = 256  # hessian: a dense eigendecomposition up to this many parameters
+    loss_floor: float = 0.0  # lojasiewicz: L̃ = L − loss_floor
+    step_size: float | None = None  # h of a fixed-step trainer (lr for GD and SGD); None under adaptive steps
+
 
 @dataclass
 class Snapshot:
@@ -18,7 +37,8 @@ class Snapshot:
     and what it takes to evaluate it.
 
     loss/grad hold L(θ) and ∇L(θ) on the metrics' data when the trainer already computed them (full-batch
-    trainers), so metrics don't pay for them twice; use :meth:`loss_and_grad`.
+    trainers), so metrics don't pay for them twice; use :meth:`loss_and_grad`. The other helpers cache what
+    several metrics share, once per snapshot.
     """
 
     iteration: int
@@ -32,6 +52,7 @@ class Snapshot:
     y: Tensor
     loss: Tensor | None = None
     grad: Params | None = None
+    settings: Settings = field(default_factory=Settings)
     _cache: dict = field(default_factory=dict)
 
     @property
@@ -43,26 +64,69 @@ class Snapshot:
             self.loss, self.grad = self.objective.loss_and_grad(self.params, self.x, self.y)
         return self.loss, self.grad
 
+    def cached(self, key: str, compute: Callable[[], object]):
+        """compute(), once per snapshot: for what several metrics share."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
     def outputs(self) -> Tensor:
-        """Model outputs on the data set, (E, n, out), computed once per snapshot."""
-        if "outputs" not in self._cache:
-            with torch.no_grad():
-                self._cache["outputs"] = self.model.forward(self.params, self.x)
-        return self._cache["outputs"]
+        """Model outputs on the data set, (E, n, out)."""
+        return self.cached("outputs", lambda: self.model.forward(self.params, self.x))
+
+    def grad_norm(self) -> Tensor:
+        """‖∇L‖ over all parameters, (E,)."""
+        return self.cached("grad_norm", lambda: flat_norm(self.loss_and_grad()[1]))
+
+    def changes(self) -> Params:
+        """θ_t − θ_0 per parameter."""
+        return self.cached("changes", lambda: {k: p - self.params0[k] for k, p in self.params.items()})
+
+    def probe(self) -> tuple[Tensor, Tensor]:
+        """The probe set: the first settings.probe samples of the data set, x (E, N, d) and y."""
+        n = self.settings.probe
+        return self.x[:, :n], self.y[:, :n]
 
 
 Requirement = Callable[[Objective, Task], "str | None"]  # None when the metric applies, else why not
 
 
+def always(objective: Objective, task: Task) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Metric:
-    """A pure function of a snapshot returning named (E,) tensors; `requires` says when it applies."""
+    """Named (E,) tensors from a snapshot; `requires` says when the metric applies.
 
-    fn: Callable[[Snapshot], dict[str, Tensor]]
-    requires: Requirement = lambda objective, task: None
+    A heavy metric is computed only where asked for by name, and only on the heavy rows (every
+    metrics.heavy_every-th row, the first, the last and every member's stop row); `auto` leaves it out.
+    A metric with memory is called fn(snapshot, memory) -> (values, memory'): memory is {} at the first row and
+    then what the member's previous written row returned, so a member only moves its memory on when its row is
+    written (a checkpoint can save and restore it: tensors (E, ...)). Without memory, fn(snapshot) -> values.
+    """
+
+    fn: Callable
+    requires: Requirement = always
+    heavy: bool = False
+    remembers: bool = False
 
 
 def flat_norm(tensors: Params | list[Tensor]) -> Tensor:
     """Per-member Euclidean norm over all entries of all tensors: (E,)."""
     values = tensors.values() if isinstance(tensors, dict) else tensors
     return torch.sqrt(sum(t.flatten(1).pow(2).sum(1) for t in values))
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on `device` now (CUDA: the driver's count; CPU: MemAvailable on Linux), or None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

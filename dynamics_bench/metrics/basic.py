@@ -12,7 +12,7 @@ def loss(s: Snapshot) -> dict[str, Tensor]:
 
 
 def grad_norm(s: Snapshot) -> dict[str, Tensor]:
-    return {"grad_norm": flat_norm(s.loss_and_grad()[1])}
+    return {"grad_norm": s.grad_norm()}
 
 
 def param_norm(s: Snapshot) -> dict[str, Tensor]:
@@ -21,7 +21,7 @@ def param_norm(s: Snapshot) -> dict[str, Tensor]:
 
 def weight_change(s: Snapshot) -> dict[str, Tensor]:
     """‖θ_t − θ_0‖ and its ratio to ‖θ_0‖ (NaN, written empty, when ‖θ_0‖ = 0)."""
-    change = flat_norm({k: p - s.params0[k] for k, p in s.params.items()})
+    change = flat_norm(s.changes())
     norm0 = flat_norm(s.params0)
     rel = torch.where(norm0 > 0, change / norm0, torch.full_like(change, float("nan")))
     return {"weight_change": change, "weight_change_rel": rel}

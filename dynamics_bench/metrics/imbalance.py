@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from dynamics_bench.metrics.base import Metric, Snapshot
+from dynamics_bench.metrics.base import MAX_UNIT_COLUMNS, Metric, Snapshot
 from dynamics_bench.models.base import ACTIVATIONS, Activation, Model, Neurons, Params
 from dynamics_bench.models.deep_linear import DeepLinear
 from dynamics_bench.models.two_layer import TwoLayer
@@ -24,10 +24,6 @@ from dynamics_bench.tasks.base import Task
 # (model, params) -> (conserved quantities (E, G, ...) grouped as the metric reports them, scale (E, G))
 Groups = Callable[[Model, Params], tuple[Tensor, Tensor]]
 Reason = Callable[[Model, Task], "str | None"]  # None when the model conserves its groups on this task, else why not
-
-# Signed per-neuron columns imbalance/j only up to this width: one column per neuron would make metrics.csv as
-# wide as the net, and a wide net's neurons are read through the max columns anyway.
-MAX_NEURON_COLUMNS = 16
 
 
 def layer_imbalances(model: DeepLinear, params: Params) -> tuple[Tensor, Tensor]:
@@ -120,7 +116,7 @@ def imbalance(s: Snapshot) -> dict[str, Tensor]:
             out["imbalance_c"] = 2 * (cm * cm.mT).sum((1, 2)) - tr**2  # 2tr(C²) − tr(C)²
     else:  # per neuron: each against the sizes of its own two terms, so a small neuron's drift is not hidden
         out["imbalance_drift_rel"] = _neuron_ratio(drift, scale0).amax(1)
-        if s.model.width <= MAX_NEURON_COLUMNS:
+        if s.model.width <= MAX_UNIT_COLUMNS:
             out.update({f"imbalance/{j + 1}": q for j, q in enumerate(c.unbind(1))})
     return out
 

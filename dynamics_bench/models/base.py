@@ -75,14 +75,20 @@ class Model(ABC):
 
     input_dim: int
     output_dim: int
+    activation: Activation | None = None  # the hidden units' nonlinearity; None for a linear net
 
     @abstractmethod
     def init_params(self, generators: list[torch.Generator]) -> Params:
-        """One float64 CPU tensor per parameter, shape (E, ...), member e drawn from generators[e] only."""
+        """One float64 CPU tensor per parameter, shape (E, ...), member e drawn from generators[e] only, in
+        forward order (the input layer's first): metrics read the first weight matrix as the first layer."""
 
     @abstractmethod
     def forward(self, params: Params, x: Tensor) -> Tensor:
         """x (E, n, input_dim) -> outputs (E, n, output_dim)."""
+
+    def preactivations(self, params: Params, x: Tensor) -> list[Tensor]:
+        """Each hidden layer's pre-activations (E, n, units), input side first; [] without hidden nonlinearity."""
+        return []
 
     @property
     def smooth(self) -> bool:

@@ -94,9 +94,14 @@ class MLP(Model):
     def smooth(self) -> bool:
         return self.activation.smooth
 
+    def preactivations(self, params: Params, x: Tensor) -> list[Tensor]:
+        """z_l = c_l W_l h_{l−1} for l < L, each (E, n, m); also one member's unbatched params with x (n, d)."""
+        zs, h = [], x
+        for w, c in zip(self.layer_matrices(params)[:-1], self.layer_scales[:-1]):
+            zs.append(c * (h @ w.mT))
+            h = self.activation.fn(zs[-1])
+        return zs
+
     def forward(self, params: Params, x: Tensor) -> Tensor:
-        mats, scales = self.layer_matrices(params), self.layer_scales
-        h = x  # (E, n, d), or (n, d) with one member's unbatched params
-        for w, c in zip(mats[:-1], scales[:-1]):
-            h = self.activation.fn(c * (h @ w.mT))  # (E, n, m)
-        return scales[-1] * (h @ mats[-1].mT)  # (E, n, out)
+        h = self.activation.fn(self.preactivations(params, x)[-1])  # (E, n, m)
+        return self.layer_scales[-1] * (h @ params[self.names[-1]].mT)  # (E, n, out)

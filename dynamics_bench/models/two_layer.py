@@ -131,7 +131,13 @@ class TwoLayer(Model):
         """Batched: x (E, n, d) -> (E, n, out); also one member's unbatched params with x (n, d) -> (n, out).
         Matmuls, not einsum: einsum's wrapper and views cost more than the arithmetic at small sizes."""
         nrn = self.neurons(params)
-        z = x @ nrn.w.mT  # (E, n, m)
-        if nrn.b is not None:
-            z = z + nrn.b.unsqueeze(-2)
-        return self.activation.fn(z) @ nrn.a.mT  # (E, n, out)
+        return self.activation.fn(_preactivation(nrn.w, nrn.b, x)) @ nrn.a.mT  # (E, n, out)
+
+    def preactivations(self, params: Params, x: Tensor) -> list[Tensor]:
+        return [_preactivation(params["w"], params.get("b"), x)]
+
+
+def _preactivation(w: Tensor, b: Tensor | None, x: Tensor) -> Tensor:
+    """w_jᵀx + b_j, (E, n, m)."""
+    z = x @ w.mT
+    return z if b is None else z + b.unsqueeze(-2)

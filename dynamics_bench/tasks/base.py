@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -18,6 +19,21 @@ class Teacher:
 
     weights: Tensor
     activation: str
+
+    @cached_property
+    def norms(self) -> Tensor:
+        """‖w_i*‖, (r,)."""
+        return self.weights.norm(dim=1)
+
+    @cached_property
+    def inverse_norms(self) -> Tensor:
+        """1/‖w_i*‖, (r,)."""
+        return 1 / self.norms
+
+    @cached_property
+    def directions(self) -> Tensor:
+        """w_i*/‖w_i*‖, (r, d)."""
+        return self.weights / self.norms[:, None]
 
 
 class Task(ABC):

@@ -1,0 +1,82 @@
+"""How far training has moved from the initialization, layer by layer: each weight matrix in Frobenius and
+spectral norm, each first-layer neuron, and the ReLU/|·| units whose sign pattern changed (Du et al. 2019;
+Allen-Zhu–Li–Song 2019; theory.md §5.1, §5.3, P3.3–P3.5). Which norm matters is part of the claim: a wide net's
+m×m layers move by O(1/m) relative to their Frobenius norm but O(1/√m) relative to their spectral norm.
+
+Weight matrices are the parameters that are matrices per member, named as in final_params.pt (w and a of
+two_layer, W1.. of deep_linear and mlp; biases are vectors), as stored (under an NTK parameterization the stored
+weights, which training moves). First-layer neurons are the rows of the first matrix (input weights, biases
+excluded).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from dynamics_bench.metrics.base import Memory, Metric, Snapshot, Values
+from dynamics_bench.models.base import Params
+
+
+def weight_matrices(params: Params) -> dict[str, Tensor]:
+    """The matrices among the parameters, (E, out, in) each, in forward order."""
+    return {k: v for k, v in params.items() if v.dim() == 3}
+
+
+def _inverse(norms: Tensor) -> Tensor:
+    """1/‖W(0)‖ (E, layers); NaN (a relative change left empty) for a matrix that starts at 0."""
+    return torch.where(norms > 0, 1 / norms, math.nan)
+
+
+def _per_layer(names: list[str], prefix: str, change: Tensor, inverse: Tensor) -> Values:
+    rel = change * inverse
+    return {**{f"{prefix}/{k}": v for k, v in zip(names, change.unbind(1))},
+            **{f"{prefix}_rel/{k}": v for k, v in zip(names, rel.unbind(1))}}
+
+
+def layer_change(s: Snapshot, memory: Memory) -> tuple[Values, Memory]:
+    """layer_change/<name> ‖W(t) − W(0)‖_F, layer_change_rel/<name> (÷ ‖W(0)‖_F), neuron_change_max."""
+    changes = weight_matrices(s.changes())
+    if not memory:
+        norms0 = torch.stack([torch.linalg.matrix_norm(w) for w in weight_matrices(s.params0).values()], 1)
+        memory = {"inverse_norm0": _inverse(norms0)}
+    change = torch.stack([torch.linalg.matrix_norm(d) for d in changes.values()], 1)  # (E, layers)
+    first = next(iter(changes.values()))  # (E, m, d): row j is neuron j's move
+    values = _per_layer(list(changes), "layer_change", change, memory["inverse_norm0"])
+    values["neuron_change_max"] = torch.linalg.vector_norm(first, dim=2).amax(1)
+    return values, memory
+
+
+def layer_change_spec(s: Snapshot, memory: Memory) -> tuple[Values, Memory]:
+    """layer_change_spec/<name> ‖W(t) − W(0)‖₂ and layer_change_spec_rel/<name> (÷ ‖W(0)‖₂); exact (SVD)."""
+    changes = weight_matrices(s.changes())
+    if not memory:
+        norms0 = torch.stack([torch.linalg.matrix_norm(w, ord=2) for w in weight_matrices(s.params0).values()], 1)
+        memory = {"inverse_norm0": _inverse(norms0)}
+    change = torch.stack([torch.linalg.matrix_norm(d, ord=2) for d in changes.values()], 1)
+    return _per_layer(list(changes), "layer_change_spec", change, memory["inverse_norm0"]), memory
+
+
+def activation_flips(s: Snapshot, memory: Memory) -> tuple[Values, Memory]:
+    """activation_flips/<l>: the fraction of (probe sample, unit) pairs of hidden layer l (1 = the first) whose
+    pre-activation sign differs from θ_0's."""
+    signs = [torch.sign(z) for z in s.model.preactivations(s.params, s.probe()[0])]  # (E, N, units) each
+    if not memory:
+        memory = {f"signs/{l + 1}": sign for l, sign in enumerate(signs)}
+    return {f"activation_flips/{l + 1}": (sign != memory[f"signs/{l + 1}"]).sum((1, 2), dtype=s.x.dtype) / sign[0].numel()
+            for l, sign in enumerate(signs)}, memory
+
+
+def _kinked_hidden_units(objective, task) -> str | None:
+    activation = objective.model.activation
+    if activation is None or activation.smooth:
+        return "needs hidden relu or abs units (model=two_layer or mlp with model.activation=relu or abs)"
+    return None
+
+
+MOVEMENT: dict[str, Metric] = {
+    "layer_change": Metric(layer_change, remembers=True),
+    "layer_change_spec": Metric(layer_change_spec, heavy=True, remembers=True),
+    "activation_flips": Metric(activation_flips, _kinked_hidden_units, remembers=True),
+}

@@ -1,0 +1,52 @@
+"""From snapshots to outputs: evaluates the metrics at each logged row and writes the rows to every sink.
+
+Keeps what the summary needs from the rows: each member's last written row and the largest invariant drift.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from dynamics_bench.metrics import Evaluator, Metric, Snapshot
+from dynamics_bench.sinks import CSVSink, LoggerConfig, ParamsSink, TensorBoardSink
+
+
+class Recorder:
+    """The trainer's on_log: metrics of a snapshot -> metrics.csv, TensorBoard and params/."""
+
+    def __init__(self, out_dir: Path, metrics: dict[str, Metric], *, heavy_every: int, ensemble_size: int,
+                 logger: LoggerConfig, save_params: bool):
+        self.evaluator = Evaluator(metrics, heavy_every)
+        self.csv = CSVSink(out_dir / "metrics.csv")
+        self.tb = TensorBoardSink(out_dir / "tb", ensemble_size, logger.tb_members) if logger.tensorboard else None
+        self.params = ParamsSink(out_dir / "params") if save_params else None
+        self.last_rows: list[dict[str, float] | None] = [None] * ensemble_size  # each member's last written row
+        self.written: dict[int, tuple[int, float]] = {}  # member -> (step, t) of its last metrics.csv row
+        self.invariant_drift_max: float | None = None  # the largest imbalance_drift_rel logged
+
+    def __call__(self, snapshot: Snapshot, members: list[bool], ends: bool = False) -> None:
+        """Evaluate the metrics; write the rows of `members` to metrics.csv (skipping a member whose step and t
+        have not changed since its last row: its memory stays too), the ensemble to TensorBoard and params/.
+        ends: the row is some member's last, where heavy metrics are always computed."""
+        marks = list(zip(snapshot.steps, snapshot.t))
+        write = [m and marks[e] != self.written.get(e) for e, m in enumerate(members)]
+        values = self.evaluator(snapshot, write, ends)
+        table = torch.stack([v.to(torch.float64) for v in values.values()], 1).cpu().tolist()  # (E, metrics)
+        rows = [dict(zip(values, r)) for r in table]
+        self.csv.write(snapshot.steps, snapshot.t, rows, write)
+        self.written.update({e: marks[e] for e in range(len(marks)) if write[e]})
+        self.last_rows = [row if w else last for row, w, last in zip(rows, write, self.last_rows)]
+        if self.tb is not None:
+            self.tb.write(snapshot.iteration, snapshot.t, rows)
+        if self.params is not None:
+            self.params.save(snapshot.iteration, snapshot.steps, snapshot.t, snapshot.params)
+        drifts = [r["imbalance_drift_rel"] for r in rows if not math.isnan(r.get("imbalance_drift_rel", math.nan))]
+        if drifts:
+            self.invariant_drift_max = max(drifts + [self.invariant_drift_max or 0.0])
+
+    def close(self) -> None:
+        self.csv.close()
+        if self.tb is not None:
+            self.tb.close()
