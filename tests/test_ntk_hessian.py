@@ -128,9 +128,10 @@ def test_ensemble_ntk_equals_each_member_alone(family):
         torch.testing.assert_close(together[e], alone[0], rtol=1e-13, atol=1e-13)
 
 
-def test_ntk_in_blocks_of_one_row_equals_one_block():
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ntk_in_blocks_of_one_row_equals_one_block(family):
     """The memory bound: with room for one row of J at a time, K is formed column by column, and is the same."""
-    exp, params = experiment(*FAMILIES["mlp_ntk_tanh_classes"])
+    exp, params = experiment(*FAMILIES[family])
     x = exp.task.data()[0][:5]
     whole = ntk_gram(exp.objective.model, params, x.expand(2, *x.shape))
     rows = ntk_gram(exp.objective.model, params, x.expand(2, *x.shape), block_bytes=1)

@@ -8,37 +8,47 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.func import jvp, vjp, vmap
 
 from dynamics_bench.metrics.base import Memory, Metric, Snapshot, Values, free_memory
 from dynamics_bench.models.base import Model, Params
 
-# J is formed a block of rows at a time, each block at most this large: one row of J is a copy of every
-# parameter (134 MB per member for a 4096-wide m×m layer in float64), so K never needs J whole.
+# J is held a block of rows at a time, each block at most this large: one row of J is a copy of every parameter
+# (134 MB per member for a 4096-wide m×m layer in float64), so K never needs J whole.
 BLOCK_BYTES = 256 * 2**20
 
 
 def ntk_gram(model: Model, params: Params, x: Tensor, block_bytes: int = BLOCK_BYTES) -> Tensor:
     """K (E, R, R), R = N·o, for every member at once (members never mix, so each gets its own J_e).
 
-    Exact, in blocks of rows b: the pullback of the one-hot rows gives J_eᵀe_r (b of them, a block of J), and
-    the forward-mode push of those gives J_e J_eᵀ e_r, b columns of K. Memory: one block of J, not J."""
-    def outputs(p: Params) -> Tensor:
-        return model.forward(p, x).flatten(1)  # (E, R) sample-major
-
-    u, pullback = vjp(outputs, params)
+    Exact, by reverse mode: a backward pass of one-hot rows gives rows of J (J_eᵀe_r). When all of J fits in
+    block_bytes, K = J Jᵀ. Otherwise K is formed b columns at a time, J_e(J_eᵀe_r), the product with J taken as
+    the derivative of the linear map p ↦ J_eᵀp (double backward): memory holds one block of J, never J."""
+    leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    with torch.enable_grad():
+        u = model.forward(leaves, x).flatten(1)  # (E, R) sample-major
     size, rows = u.shape
     row_bytes = size * sum(v[0].numel() for v in params.values()) * u.element_size()
     block = max(1, min(rows, block_bytes // row_bytes))
-    pull = vmap(pullback)
-    push = vmap(lambda v: jvp(outputs, (params,), (v,))[1])
     eye = torch.eye(rows, dtype=u.dtype, device=u.device)
-    columns = []
-    for start in range(0, rows, block):
-        unit = eye[start:start + block, None].expand(-1, size, rows)  # (b, E, R): row r of every member
-        (jt,) = pull(unit)  # {name: (b, E, ...)}: J_eᵀ e_r
-        columns.append(push(jt))  # (b, E, R): J_e J_eᵀ e_r
-    k = torch.cat(columns).permute(1, 2, 0)
+
+    def rows_of_j(start: int, stop: int, **kw) -> tuple[Tensor, ...]:
+        unit = eye[start:stop, None].expand(-1, size, rows)  # (b, E, R): row r of every member
+        return torch.autograd.grad(u, list(leaves.values()), grad_outputs=unit, is_grads_batched=True, **kw)
+
+    if block == rows:
+        flat = torch.cat([g.flatten(2) for g in rows_of_j(0, rows)], 2)  # (R, E, P): J whole
+        k = torch.einsum("iep,jep->eij", flat, flat)
+    else:
+        p = torch.zeros_like(u, requires_grad=True)
+        with torch.enable_grad():
+            transposed = torch.autograd.grad(u, list(leaves.values()), grad_outputs=p, create_graph=True)  # J_eᵀp
+        columns = []
+        for start in range(0, rows, block):
+            jt = rows_of_j(start, min(start + block, rows), retain_graph=True)  # {(b, E, ...)}: J_eᵀe_r
+            (column,) = torch.autograd.grad(transposed, p, grad_outputs=jt, is_grads_batched=True,
+                                            retain_graph=True)  # (b, E, R): J_e J_eᵀ e_r
+            columns.append(column)
+        k = torch.cat(columns).permute(1, 2, 0)
     return (k + k.mT) / 2  # exactly symmetric for eigvalsh; the two halves differ by round-off only
 
 
