@@ -84,8 +84,8 @@ class Snapshot:
 
     def probe(self) -> tuple[Tensor, Tensor]:
         """The probe set: the first settings.probe samples of the data set, x (E, N, d) and y."""
-        n = self.settings.probe
-        return self.x[:, :n], self.y[:, :n]
+        n = min(self.settings.probe, self.x.shape[1])
+        return self.x.narrow(1, 0, n), self.y.narrow(1, 0, n)
 
 
 Requirement = Callable[[Objective, Task], "str | None"]  # None when the metric applies, else why not

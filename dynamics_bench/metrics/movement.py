@@ -11,6 +11,7 @@ excluded).
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 from torch import Tensor
@@ -29,10 +30,13 @@ def _inverse(norms: Tensor) -> Tensor:
     return torch.where(norms > 0, 1 / norms, math.nan)
 
 
-def _per_layer(names: list[str], prefix: str, change: Tensor, inverse: Tensor) -> Values:
-    rel = change * inverse
-    return {**{f"{prefix}/{k}": v for k, v in zip(names, change.unbind(1))},
-            **{f"{prefix}_rel/{k}": v for k, v in zip(names, rel.unbind(1))}}
+@lru_cache
+def _columns(prefix: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{prefix}{kind}/{k}" for kind in ("", "_rel") for k in names)
+
+
+def _per_layer(names: tuple[str, ...], prefix: str, change: Tensor, inverse: Tensor) -> Values:
+    return dict(zip(_columns(prefix, names), (*change.unbind(1), *(change * inverse).unbind(1))))
 
 
 def layer_change(s: Snapshot, memory: Memory) -> tuple[Values, Memory]:
@@ -43,7 +47,7 @@ def layer_change(s: Snapshot, memory: Memory) -> tuple[Values, Memory]:
         memory = {"inverse_norm0": _inverse(norms0)}
     change = torch.stack([torch.linalg.matrix_norm(d) for d in changes.values()], 1)  # (E, layers)
     first = next(iter(changes.values()))  # (E, m, d): row j is neuron j's move
-    values = _per_layer(list(changes), "layer_change", change, memory["inverse_norm0"])
+    values = _per_layer(tuple(changes), "layer_change", change, memory["inverse_norm0"])
     values["neuron_change_max"] = torch.linalg.vector_norm(first, dim=2).amax(1)
     return values, memory
 
@@ -55,17 +59,23 @@ def layer_change_spec(s: Snapshot, memory: Memory) -> tuple[Values, Memory]:
         norms0 = torch.stack([torch.linalg.matrix_norm(w, ord=2) for w in weight_matrices(s.params0).values()], 1)
         memory = {"inverse_norm0": _inverse(norms0)}
     change = torch.stack([torch.linalg.matrix_norm(d, ord=2) for d in changes.values()], 1)
-    return _per_layer(list(changes), "layer_change_spec", change, memory["inverse_norm0"]), memory
+    return _per_layer(tuple(changes), "layer_change_spec", change, memory["inverse_norm0"]), memory
 
 
 def activation_flips(s: Snapshot, memory: Memory) -> tuple[Values, Memory]:
     """activation_flips/<l>: the fraction of (probe sample, unit) pairs of hidden layer l (1 = the first) whose
     pre-activation sign differs from θ_0's."""
     signs = [torch.sign(z) for z in s.model.preactivations(s.params, s.probe()[0])]  # (E, N, units) each
+    layers = _layers(len(signs))
     if not memory:
-        memory = {f"signs/{l + 1}": sign for l, sign in enumerate(signs)}
-    return {f"activation_flips/{l + 1}": (sign != memory[f"signs/{l + 1}"]).sum((1, 2), dtype=s.x.dtype) / sign[0].numel()
-            for l, sign in enumerate(signs)}, memory
+        memory = dict(zip(layers, signs))
+    return {f"activation_flips/{layer}": (sign != memory[layer]).sum((1, 2), dtype=s.x.dtype)
+            / (sign.shape[1] * sign.shape[2]) for layer, sign in zip(layers, signs)}, memory
+
+
+@lru_cache
+def _layers(count: int) -> tuple[str, ...]:
+    return tuple(str(l + 1) for l in range(count))
 
 
 def _kinked_hidden_units(objective, task) -> str | None:
