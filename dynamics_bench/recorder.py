@@ -26,13 +26,13 @@ class Recorder:
         self.written: dict[int, tuple[int, float]] = {}  # member -> (step, t) of its last metrics.csv row
         self.invariant_drift_max: float | None = None  # the largest imbalance_drift_rel logged
 
-    def __call__(self, snapshot: Snapshot, members: list[bool], ends: bool = False) -> None:
+    def __call__(self, snapshot: Snapshot, members: list[bool], grid: bool = True, ends: bool = False) -> None:
         """Evaluate the metrics; write the rows of `members` to metrics.csv (skipping a member whose step and t
         have not changed since its last row: its memory stays too), the ensemble to TensorBoard and params/.
-        ends: the row is some member's last, where heavy metrics are always computed."""
+        grid: a row of the metrics grid; ends: some member's last row (see Evaluator)."""
         marks = list(zip(snapshot.steps, snapshot.t))
         write = [m and marks[e] != self.written.get(e) for e, m in enumerate(members)]
-        values = self.evaluator(snapshot, write, ends)
+        values = self.evaluator(snapshot, write, grid, ends)
         table = torch.stack([v.to(torch.float64) for v in values.values()], 1).cpu().tolist()  # (E, metrics)
         rows = [dict(zip(values, r)) for r in table]
         self.csv.write(snapshot.steps, snapshot.t, rows, write)

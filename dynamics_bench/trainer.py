@@ -25,9 +25,9 @@ from dynamics_bench.models.base import Params
 from dynamics_bench.objective import Objective
 from dynamics_bench.trainers import Schedule
 
-# on_log(snapshot, members, ends): log the rows of the members marked; ends: the row is some member's last (a stop or
-# the end of the run)
-OnLog = Callable[[Snapshot, list[bool], bool], None]
+# on_log(snapshot, members, grid, ends): log the rows of the members marked; grid: a row of the metrics grid (not
+# only a stop's); ends: the row is some member's last (a stop or the end of the run)
+OnLog = Callable[[Snapshot, list[bool], bool, bool], None]
 LOCATE_ITERATIONS = 60  # regula falsi (Illinois) on the dense output; converges superlinearly, this is a cap
 
 
@@ -143,7 +143,7 @@ def train(*, objective: Objective, params: Params, batches: Batches, schedule: S
                 running = [m.status == "running" for m in members]
                 finished = not any(running) or finished
             rows = [True] * size if due or finished else [i in stopped for i in range(size)]
-            on_log(snap, rows, finished or bool(stopped))
+            on_log(snap, rows, due, finished or bool(stopped))
             if due:
                 clock.logged()
         progress(max(times))

@@ -347,18 +347,21 @@ def test_heavy_metrics_on_their_grid_first_last_and_stop_rows(tmp_path):
 
 
 def test_a_member_stop_row_is_heavy(tmp_path):
-    """GD members stop at their first step below the target, off the heavy grid (heavy_every=1000: only the
-    first and last rows otherwise): each member's stop row carries the heavy metrics."""
-    summary = run_overrides(tmp_path, "model=deep_linear", "task=matrix_cost", "ensemble.size=3", "trainer.lr=0.05",
-                            "trainer.steps=400", "trainer.target_loss=1e-3", "metrics.heavy_every=1000",
-                            "metrics.names=[layer_change_spec]", "logger.tensorboard=false")
+    """GD members stop at their first step below the target, mostly off the grid (every 4 steps; heavy on every
+    2nd grid row: steps 0, 8, 16, ...): each member's stop row carries the heavy metrics, and the stop rows do not
+    shift the heavy grid rows."""
+    summary = run_overrides(tmp_path, "model=deep_linear", "task=matrix_cost", "ensemble.size=4", "trainer.lr=0.01",
+                            "trainer.steps=400", "trainer.target_loss=1e-3", "metrics.every=4",
+                            "metrics.heavy_every=2", "metrics.names=[layer_change_spec]", "logger.tensorboard=false")
     stops = [m["stop_step"] for m in summary["members"]]
     assert all(m["status"] == "converged" for m in summary["members"]) and len(set(stops)) > 1
+    assert any(s % 4 and s < max(stops) - 8 for s in stops)  # an early stop-only row, grid rows after it
     rows = read_csv(tmp_path / "run" / "metrics.csv")
     heavy = {(int(r["member"]), int(r["step"])) for r in rows if r["layer_change_spec/W1"]}
-    assert {(e, 0) for e in range(3)} | {(e, s) for e, s in enumerate(stops)} <= heavy
-    # other members' grid rows at a stop's iteration are heavy too: the heavy rows are whole iterations
-    assert {step for _, step in heavy} == {0, *stops}
+    assert {(e, 0) for e in range(4)} | {(e, s) for e, s in enumerate(stops)} <= heavy
+    # whole iterations are heavy (every member's row there): the grid's every 2nd row and the stops
+    grid_heavy = {s for s in range(0, max(stops) + 1, 8)}
+    assert {step for _, step in heavy} == grid_heavy | set(stops)
     assert any(not r["layer_change_spec/W1"] for r in rows)  # light rows in between stay empty
     table = aggregate(tmp_path / "run")
     assert table["final_layer_change_spec/W1"].notna().all()  # sweep.csv gets the final heavy values

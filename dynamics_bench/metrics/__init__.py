@@ -39,7 +39,7 @@ class MetricsConfig:
     every: int | None = None  # log every k (accepted) steps instead (and the last step)
     times: list[float] | None = None  # or log at these flow times (and t = 0 and the end)
     save_params: bool = False  # also store the parameters at every logged step (params/<step>.pt)
-    heavy_every: int = 1  # heavy metrics (ntk, hessian, layer_change_spec) on every k-th row (and first, last, stops)
+    heavy_every: int = 1  # heavy metrics on every k-th grid row (the first included), the last and every stop row
     probe: int | None = None  # probe set size for ntk and activation_flips; null: min(n, 32)
     lanczos_steps: int = 100  # hessian: Lanczos iterations at most
     hessian_dense_max: int = 256  # hessian: the dense spectrum up to this many parameters
@@ -104,13 +104,15 @@ class Evaluator:
         self.metrics, self.heavy_every = metrics, heavy_every
         self.memory: dict[str, Memory] = {}
         self.seconds = {name: 0.0 for name in metrics}
-        self.rows = 0
+        self.rows = 0  # grid rows evaluated so far
         self._heavy_columns: dict[str, list[str]] = {}
 
-    def __call__(self, s: Snapshot, written: list[bool] | None = None, ends: bool = False) -> Values:
+    def __call__(self, s: Snapshot, written: list[bool] | None = None, grid: bool = True,
+                 ends: bool = False) -> Values:
         """Metric values (E,) for every member. `written`: the members whose rows are kept (their memory moves
-        on; None: all); `ends`: some member's last row, where heavy metrics are always computed."""
-        heavy = ends or self.rows % self.heavy_every == 0
+        on; None: all). Heavy metrics are computed on every heavy_every-th row of the metrics grid (`grid`; the
+        first included) and on every member's last row (`ends`: a stop, or the end of the run)."""
+        heavy = ends or self.rows == 0 or (grid and self.rows % self.heavy_every == 0)
         sync = s.x.device.type == "cuda"  # time each metric's kernels, not their launch
         out: Values = {}
         with torch.no_grad():
@@ -130,7 +132,7 @@ class Evaluator:
                 if metric.heavy:
                     self._heavy_columns[name] = list(values)
                 out.update(values)
-        self.rows += 1
+        self.rows += grid
         return out
 
     def state_dict(self) -> dict:

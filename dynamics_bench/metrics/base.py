@@ -100,7 +100,7 @@ class Metric:
     """Named (E,) tensors from a snapshot; `requires` says when the metric applies.
 
     A heavy metric is computed only where asked for by name, and only on the heavy rows (every
-    metrics.heavy_every-th row, the first, the last and every member's stop row); `auto` leaves it out.
+    metrics.heavy_every-th grid row, the first, the last and every member's stop row); `auto` leaves it out.
     A metric with memory is called fn(snapshot, memory) -> (values, memory'): memory is {} at the first row and
     then what the member's previous written row returned, so a member only moves its memory on when its row is
     written (a checkpoint can save and restore it: tensors (E, ...)). Without memory, fn(snapshot) -> values.
