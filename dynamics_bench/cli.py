@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -34,24 +34,14 @@ def _hydra_entry(cfg: DictConfig) -> None:
     try:
         experiment = build(cfg)
     except ConfigError as exc:
-        _config_error(exc, hydra_cfg.mode, lambda: write_failed(out_dir, exc, OmegaConf.to_container(cfg, resolve=False)))
-        return
+        print(f"dynamics-bench: config error: {exc}", file=sys.stderr)
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # record this job as failed and let the sweep go on
+            write_failed(out_dir, exc, OmegaConf.to_container(cfg, resolve=False))
+            return
+        sys.exit(2)
     print(f"dynamics-bench: writing to {Path(out_dir).resolve()}", flush=True)
-    try:
-        summary = run_experiment(experiment, out_dir)
-    except ConfigError as exc:  # found at step 0, before training: e.g. a Lanczos basis too large for memory
-        _config_error(exc, hydra_cfg.mode, lambda: None)  # run_experiment wrote summary.json already
-        return
+    summary = run_experiment(experiment, out_dir)
     print(one_line(summary, str(Path(out_dir).resolve())), flush=True)
-
-
-def _config_error(exc: ConfigError, mode: RunMode, record: Callable[[], None]) -> None:
-    """Say what is wrong; a sweep records the job as failed and goes on, a single run exits with code 2."""
-    print(f"dynamics-bench: config error: {exc}", file=sys.stderr)
-    if mode == RunMode.MULTIRUN:
-        record()
-        return
-    sys.exit(2)
 
 
 def main() -> None:

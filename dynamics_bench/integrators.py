@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from dynamics_bench.models.base import Params
+from dynamics_bench.models.base import Params, per_member
 
 GradFn = Callable[[Params], tuple[Tensor, Params]]  # θ -> (L(θ) (E,), ∇L(θ))
 StepSize = float | Tensor  # a float, or (E,) per member
@@ -51,11 +51,6 @@ class Tableau:
     def grad_evals_per_step(self) -> int:
         """Evaluations a step costs, the first stage included (for FSAL it is the previous step's last)."""
         return self.stages - 1 if self.fsal else self.stages
-
-
-def per_member(v: Tensor, like: Tensor) -> Tensor:
-    """An (E,) tensor viewed to broadcast over the trailing dims of `like` (E, ...)."""
-    return v.view(-1, *[1] * (like.dim() - 1))
 
 
 def _scale(h: StepSize, t: Tensor) -> Tensor:

@@ -19,9 +19,9 @@ from torch import Tensor
 
 from dynamics_bench.batches import Batches
 from dynamics_bench.clocks import GridSpec, make_clock
-from dynamics_bench.integrators import Step, Tableau, advance, dense_point, per_member, rk_step
+from dynamics_bench.integrators import Step, Tableau, advance, dense_point, rk_step
 from dynamics_bench.metrics.base import Snapshot
-from dynamics_bench.models.base import Params
+from dynamics_bench.models.base import Params, per_member
 from dynamics_bench.objective import Objective
 from dynamics_bench.trainers import Schedule
 
@@ -117,6 +117,7 @@ def train(*, objective: Objective, params: Params, batches: Batches, schedule: S
     grad_fn = lambda p: objective.loss_and_grad(p, x, y)  # noqa: E731  (x, y rebound per step)
     loss, grad = grad_fn(params)
     previous: _Previous | None = None
+    last_logged = [False] * size  # whether the member's last row (its stop, or t_max) has been logged
     iteration, start = 0, time.perf_counter()
     while True:
         steps, times = clock.steps(), clock.times()
@@ -143,7 +144,10 @@ def train(*, objective: Objective, params: Params, batches: Batches, schedule: S
                 running = [m.status == "running" for m in members]
                 finished = not any(running) or finished
             rows = [True] * size if due or finished else [i in stopped for i in range(size)]
-            on_log(snap, rows, due, finished or bool(stopped))
+            ending = [rows[i] and not last_logged[i] and (finished or i in stopped or times[i] >= schedule.t_max)
+                      for i in range(size)]  # with adaptive steps a member may reach t_max before the others
+            on_log(snap, rows, due, any(ending))
+            last_logged = [a or b for a, b in zip(last_logged, ending)]
             if due:
                 clock.logged()
         progress(max(times))

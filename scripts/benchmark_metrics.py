@@ -8,6 +8,8 @@
     fraction of the old run's wall_seconds (the training loop, logging included: what the CLI prints), and of its
     end-to-end run() time; and the wall-time ratio auto/old, which also holds the sinks' cost of the extra columns.
     The figure is the median over pairs; the target is <= TARGET.
+    (A') The same pairs as separate CLI processes (`python -m dynamics_bench`), so each run also pays the
+    first-call costs a real run pays (and (A)'s warm-up hides).
 (B) Each metric's own cost at the default grid (every row; heavy metrics too, heavy_every = 1) on the default run
     and on `experiment=ntk_lazy`, every applicable metric named (`[auto, ntk, hessian, layer_change_spec]`):
     metric_seconds per run, per row, and as a share of that run's wall time; median over the repeats.
@@ -15,7 +17,8 @@
 Machines are noisy: only the ratios and shares taken side by side mean anything. The exit code is 0 whatever
 the figures; PASS/FAIL is printed. Results: <out>.json and <out>.md.
 
-    python scripts/benchmark_metrics.py [--repeats R] [--heavy-repeats H] [--threads T] [--out results/metrics_cost]
+    python scripts/benchmark_metrics.py [--repeats R] [--process-repeats C] [--heavy-repeats H] [--threads T]
+                                        [--out results/metrics_cost]
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import argparse
 import csv
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -82,6 +86,30 @@ def added_cost(repeats: int) -> dict:
             "auto_metric_seconds": per_metric, "pass": med("added_share_of_wall") <= TARGET}
 
 
+def added_cost_cold(repeats: int) -> dict:
+    """(A'): the pairs of (A) as separate processes, every first-call cost included."""
+    arms = {"old": [f"metrics.names=[{','.join(OLD_SET)}]"], "auto": []}
+    pairs = []
+    for i in range(repeats):
+        order = ["old", "auto"] if i % 2 == 0 else ["auto", "old"]
+        out = {}
+        for arm in order:
+            with tempfile.TemporaryDirectory(prefix="dynbench_metrics_cli_") as run_dir:
+                subprocess.run([sys.executable, "-m", "dynamics_bench", f"hydra.run.dir={run_dir}", *QUIET,
+                                *arms[arm]], check=True, capture_output=True)
+                summary = json.loads((Path(run_dir) / "summary.json").read_text())
+            out[arm] = {"wall_seconds": summary["wall_seconds"], "metric_seconds": summary["metric_seconds"]}
+        added = sum(out["auto"]["metric_seconds"].values()) - sum(out["old"]["metric_seconds"].values())
+        pairs.append({"order": ",".join(order), **out, "added_seconds": added,
+                      "added_share_of_wall": added / out["old"]["wall_seconds"],
+                      "wall_ratio": out["auto"]["wall_seconds"] / out["old"]["wall_seconds"]})
+        print(f"  process pair {i}: added {1e3 * added:.1f} ms = {100 * pairs[-1]['added_share_of_wall']:.2f}% of "
+              f"the wall", flush=True)
+    return {"pairs": pairs, "added_seconds": statistics.median(p["added_seconds"] for p in pairs),
+            "added_share_of_wall": statistics.median(p["added_share_of_wall"] for p in pairs),
+            "wall_ratio": statistics.median(p["wall_ratio"] for p in pairs)}
+
+
 def every_metric(repeats: int, *overrides: str) -> dict:
     """(B): every applicable metric at the default grid, heavy ones on every row."""
     runs = [run_once(*overrides, EVERY_METRIC) for _ in range(repeats)]
@@ -129,6 +157,10 @@ def markdown(res: dict) -> str:
         f"The wall-time ratio auto/old, {a['wall_ratio']:.3f}, also holds the sinks' cost of the "
         f"{len(NEW_IN_AUTO)} metrics' extra columns (CSV cells, TensorBoard scalars).",
         "",
+        f"As separate processes ({len(res['cold']['pairs'])} pairs, every first-call cost included): auto adds "
+        f"**{100 * res['cold']['added_share_of_wall']:.2f}%** ({1e3 * res['cold']['added_seconds']:.1f} ms), wall "
+        f"ratio {res['cold']['wall_ratio']:.3f}.",
+        "",
         "Per metric in the auto run (median ms per run, µs per row):",
         "",
         "| metric | ms per run | µs per row | of the wall |",
@@ -146,14 +178,15 @@ def markdown(res: dict) -> str:
         for name, v in b["metrics"].items():
             lines.append(f"| {name} | {v['seconds']:.4f} | {v['per_row_ms']:.3f} | {100 * v['share_of_wall']:.1f}% |")
         lines.append("")
-    lines += [f"Reproduce: `python scripts/benchmark_metrics.py --repeats {res['repeats']} --heavy-repeats "
-              f"{res['heavy_repeats']} --threads {res['threads_arg']}`", ""]
+    lines += [f"Reproduce: `python scripts/benchmark_metrics.py --repeats {res['repeats']} --process-repeats "
+              f"{res['process_repeats']} --heavy-repeats {res['heavy_repeats']} --threads {res['threads_arg']}`", ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=11, help="interleaved pairs for (A) (default 11)")
+    ap.add_argument("--process-repeats", type=int, default=6, help="pairs of processes for (A') (default 6)")
     ap.add_argument("--heavy-repeats", type=int, default=3, help="runs per problem for (B) (default 3)")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads (default 0: torch's default, as a plain `dynamics-bench` run gets)")
@@ -166,14 +199,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{info['threads']} thread(s), torch {info['torch']}, {info['cpu_model']}", flush=True)
     print("(A) auto against the old metric set on the default run", flush=True)
     added = added_cost(args.repeats)
+    print("(A') the same as separate processes", flush=True)
+    cold = added_cost_cold(args.process_repeats)
     every = {}
     for label, overrides in (("default run", []), ("ntk_lazy", ["experiment=ntk_lazy"])):
         print(f"(B) every metric on the {label}", flush=True)
         every[label] = every_metric(args.heavy_repeats, *overrides)
     info["load_average_end"] = load_average()
     res = {"what": __doc__.split("\n\n")[0], "target": TARGET, "old_set": OLD_SET, "repeats": args.repeats,
-           "heavy_repeats": args.heavy_repeats, "threads_arg": args.threads, "machine": info, "added": added,
-           "every": every}
+           "heavy_repeats": args.heavy_repeats, "process_repeats": args.process_repeats, "threads_arg": args.threads,
+           "machine": info, "added": added, "cold": cold, "every": every}
     print(f"auto adds {100 * added['added_share_of_wall']:.2f}% of the default run's wall time "
           f"({1e3 * added['added_seconds']:.1f} ms of {added['old_wall_seconds']:.3f} s; target <= {100 * TARGET:g}%): "
           f"{'PASS' if added['pass'] else 'FAIL'}; wall ratio auto/old {added['wall_ratio']:.3f}")

@@ -17,7 +17,7 @@ from dynamics_bench.config import ConfigError
 from dynamics_bench.experiment import build, init_params
 from dynamics_bench.metrics import METRICS, Settings, Snapshot
 from dynamics_bench.metrics import hessian as hessian_module
-from dynamics_bench.metrics.hessian import flatten, unflatten
+from dynamics_bench.metrics.hessian import flatten
 from dynamics_bench.metrics.ntk import ntk_gram
 from tests.conftest import make_cfg, run_overrides
 
@@ -151,12 +151,24 @@ def test_ntk_change_and_alignment_against_k0(tmp_path):
     j0, j1 = jacobian(exp, params0, 0, x), jacobian(exp, final, 0, x)
     k0, k1 = j0 @ j0.T, j1 @ j1.T
     assert (k1 - k0).norm() > 1e-3 * k0.norm()  # the kernel did move: the check below is not 0 = 0
-    expected = ((k1 - k0).norm() / k0.norm()).item()
-    assert summary["members"][0]["final"]["ntk_change_rel"] == pytest.approx(expected, rel=1e-10)
+    final = summary["members"][0]["final"]
+    assert final["ntk_change_rel"] == pytest.approx(((k1 - k0).norm() / k0.norm()).item(), rel=1e-10)
+    target = exp.task.data()[1][:6].flatten()
+    alignment = (target @ k1 @ target / (k1.norm() * target.dot(target))).item()
+    assert final["ntk_target_alignment"] == pytest.approx(alignment, rel=1e-10)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Hessian
+def unflatten(vector: torch.Tensor, like) -> dict[str, torch.Tensor]:
+    """(E, P) -> {name: (E, ...)} shaped like `like`."""
+    out, start = {}, 0
+    for key, value in like.items():
+        out[key] = vector[:, start:start + value[0].numel()].reshape(value.shape)
+        start += value[0].numel()
+    return out
+
+
 def dense_oracle(exp, params, e: int) -> torch.Tensor:
     """Member e's Hessian spectrum from torch.autograd.functional.hessian of its unbatched loss."""
     x, y = exp.task.data()
@@ -170,14 +182,16 @@ def dense_oracle(exp, params, e: int) -> torch.Tensor:
 @pytest.mark.parametrize("dense_max", [256, 0], ids=["dense", "lanczos"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_hessian_extremes_match_dense_eigvalsh(family, dense_max):
-    """These nets have P < lanczos_steps, so Lanczos runs P steps and is exact up to round-off too."""
+    """These nets have P < lanczos_steps, so Lanczos runs P steps: its T is H in another basis, exact up to the
+    round-off of P reorthogonalized steps (1e-10 leaves room for it; the dense path is held to ROUND_OFF)."""
     exp, params = experiment(*FAMILIES[family])
     values = METRICS["hessian"].fn(snapshot(exp, params, hessian_dense_max=dense_max))
+    tolerance = ROUND_OFF if dense_max else 1e-10
     for e in range(2):
         spectrum = dense_oracle(exp, params, e)
         scale = spectrum.abs().max().item()
-        assert values["hessian_max"][e].item() == pytest.approx(spectrum[-1].item(), abs=1e-10 * scale)
-        assert values["hessian_min"][e].item() == pytest.approx(spectrum[0].item(), abs=1e-10 * scale)
+        assert values["hessian_max"][e].item() == pytest.approx(spectrum[-1].item(), abs=tolerance * scale)
+        assert values["hessian_min"][e].item() == pytest.approx(spectrum[0].item(), abs=tolerance * scale)
         if dense_max:
             assert values["hessian_negative"][e].item() == (spectrum < -1e-8 * scale).sum().item()
         else:
@@ -229,9 +243,36 @@ def test_sharpness_lr_for_fixed_steps_only(tmp_path):
     assert "sharpness_lr" not in flow["members"][0]["final"] and "hessian_max" in flow["members"][0]["final"]
 
 
-def test_a_lanczos_basis_too_large_for_memory_is_a_config_error(monkeypatch):
-    exp, params = experiment(*FAMILIES["mlp_standard"])
+@pytest.mark.parametrize("dense_max, key", [(0, "metrics.lanczos_steps"), (256, "metrics.hessian_dense_max")])
+def test_a_hessian_too_large_for_memory_is_a_config_error_before_work(monkeypatch, dense_max, key):
+    """mlp_standard has 45 parameters: the Lanczos basis (2 × 45 × 45 float64) or the dense Hessian does not fit
+    in half of 1000 bytes; build() says so, naming the key to lower, before any run starts."""
     monkeypatch.setattr(hessian_module, "free_memory", lambda device: 1000)
     with pytest.raises(ConfigError) as info:
-        METRICS["hessian"].fn(snapshot(exp, params, hessian_dense_max=0, lanczos_steps=50))
-    assert info.value.key == "metrics.lanczos_steps" and info.value.value == 50
+        build(make_cfg(*FAMILIES["mlp_standard"], "ensemble.size=2", "metrics.names=[hessian]",
+                       f"metrics.hessian_dense_max={dense_max}", "metrics.lanczos_steps=50"))
+    assert info.value.key == key and info.value.value == (50 if dense_max == 0 else dense_max)
+    monkeypatch.setattr(hessian_module, "free_memory", lambda device: 10**9)
+    build(make_cfg(*FAMILIES["mlp_standard"], "metrics.names=[hessian]", f"metrics.hessian_dense_max={dense_max}"))
+
+
+def test_heavy_metrics_of_a_member_with_non_finite_parameters_are_empty():
+    """A diverged member's θ may hold NaN or inf; its NTK, Hessian and the spectral norms of its non-finite
+    matrix are NaN (empty) instead of a LinAlgError that would end the run, and the other member's are what they
+    are alone."""
+    exp, params = experiment(*FAMILIES["deep_linear"])
+    broken = {k: v.clone() for k, v in params.items()}
+    broken["W1"][1, 0, 0] = math.nan
+    s = snapshot(exp, broken, hessian_dense_max=0)
+    alone = {k: v[:1] for k, v in params.items()}
+    x, y = exp.task.data()
+    one = Snapshot(iteration=0, steps=[0], t=[0.0], params=alone, params0=alone, objective=exp.objective,
+                   task=exp.task, x=x[None], y=y[None], settings=Settings(probe=exp.settings.probe, hessian_dense_max=0))
+    for name in ("ntk", "hessian", "layer_change_spec"):
+        metric = METRICS[name]
+        both = metric.fn(s, {})[0] if metric.remembers else metric.fn(s)
+        first = metric.fn(one, {})[0] if metric.remembers else metric.fn(one)
+        for column, value in both.items():
+            if name != "layer_change_spec" or column.endswith("/W1"):  # W2 is finite, and its norms are
+                assert math.isnan(value[1].item()), (name, column)
+            assert value[0].item() == pytest.approx(first[column].item(), rel=1e-12, nan_ok=True), (name, column)

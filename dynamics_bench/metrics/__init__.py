@@ -15,7 +15,8 @@ import torch
 from dynamics_bench.clocks import GridSpec
 from dynamics_bench.config import ConfigError, positive, require
 from dynamics_bench.metrics.alignment import ALIGNMENT
-from dynamics_bench.metrics.base import Memory, Metric, Settings, Snapshot, Values
+from dynamics_bench.metrics.base import (HESSIAN_DENSE_MAX, LANCZOS_STEPS, PROBE, Memory, Metric, Settings, Snapshot,
+                                         Values)
 from dynamics_bench.metrics.basic import BASIC
 from dynamics_bench.metrics.hessian import HESSIAN
 from dynamics_bench.metrics.imbalance import IMBALANCE
@@ -23,13 +24,13 @@ from dynamics_bench.metrics.lojasiewicz import LOJASIEWICZ
 from dynamics_bench.metrics.movement import MOVEMENT
 from dynamics_bench.metrics.ntk import NTK
 from dynamics_bench.metrics.vector_case import VECTOR_CASE
+from dynamics_bench.models.base import per_member
 from dynamics_bench.objective import Objective
 from dynamics_bench.tasks.base import Task
 
 METRICS: dict[str, Metric] = {**BASIC, **IMBALANCE, **ALIGNMENT, **VECTOR_CASE, **LOJASIEWICZ, **MOVEMENT, **NTK,
                               **HESSIAN}
 AUTO = "auto"  # every light metric that applies; also an item of a list: [auto, hessian]
-PROBE = 32  # default probe set: the first min(n, PROBE) samples
 
 
 @dataclass
@@ -41,8 +42,8 @@ class MetricsConfig:
     save_params: bool = False  # also store the parameters at every logged step (params/<step>.pt)
     heavy_every: int = 1  # heavy metrics on every k-th grid row (the first included), the last and every stop row
     probe: int | None = None  # probe set size for ntk and activation_flips; null: min(n, 32)
-    lanczos_steps: int = 100  # hessian: Lanczos iterations at most
-    hessian_dense_max: int = 256  # hessian: the dense spectrum up to this many parameters
+    lanczos_steps: int = LANCZOS_STEPS  # hessian: Lanczos iterations at most
+    hessian_dense_max: int = HESSIAN_DENSE_MAX  # hessian: the dense spectrum up to this many parameters
     loss_floor: float = 0.0  # lojasiewicz: L̃ = L − loss_floor
 
     def __post_init__(self) -> None:
@@ -151,7 +152,7 @@ def _keep(old: Memory | None, new: Memory, written: list[bool] | None) -> Memory
     if old is None or written is None or all(written):
         return new
     mask = torch.tensor(written, device=next(iter(new.values())).device)
-    return {k: torch.where(mask.view(-1, *[1] * (v.dim() - 1)), v, old[k]) for k, v in new.items()}
+    return {k: torch.where(per_member(mask, v), v, old[k]) for k, v in new.items()}
 
 
 def evaluate(metrics: dict[str, Metric], snapshot: Snapshot) -> Values:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from dynamics_bench.metrics.base import MAX_UNIT_COLUMNS, Metric, Snapshot
@@ -57,7 +58,8 @@ def teacher(s: Snapshot) -> dict[str, Tensor]:
     star = s.task.teacher
     norms, unit, cos, near, best = _geometry(s)
     c = s.model.neurons(s.params).a[:, 0] * norms  # (E, m) signed output mass c_j = a_j‖w_j‖
-    share = (near == best.unsqueeze(2)) * c.unsqueeze(2)  # (E, m, r): c_j on the teacher closest to j, T(j)
+    closest = F.one_hot(near.argmax(2), near.shape[2])  # (E, m, r): T(j), the first of tied teachers
+    share = closest * c.unsqueeze(2)  # c_j on the teacher closest to j
     mass = share.sum(1)  # (E, r) M_i
     if s.model.activation.even:  # w̄_j sign-aligned with the teacher it counts for
         share = share * torch.sign(cos)
@@ -94,6 +96,8 @@ def _teacher_requires(objective, task) -> str | None:
     model, activation = objective.model, task.teacher.activation
     if model.output_dim != 1:
         return f"needs a single output (the model has {model.output_dim})"
+    if model.bias:
+        return "needs model.bias=false: the teacher's neurons have none, so a student's bias has no counterpart"
     if model.activation_name != activation or activation not in TEACHER_ACTIVATIONS:
         return (f"needs the student's activation to equal the teacher's and be relu or abs (model.activation="
                 f"{model.activation_name}, task.teacher_activation={activation})")

@@ -2,13 +2,14 @@
 between rows, and how it declares what it needs."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from dynamics_bench.models.base import Model, Params
+from dynamics_bench.models.base import Model, Params, per_member
 from dynamics_bench.objective import Objective
 from dynamics_bench.tasks.base import Task
 
@@ -20,13 +21,16 @@ Memory = dict[str, Tensor]  # what a metric keeps from row to row: every tensor 
 MAX_UNIT_COLUMNS = 16
 
 
+PROBE, LANCZOS_STEPS, HESSIAN_DENSE_MAX = 32, 100, 256  # the defaults of metrics.probe (at most), lanczos_steps, ...
+
+
 @dataclass(frozen=True)
 class Settings:
     """What metrics are told about the run: the metrics config's knobs and the trainer's fixed step."""
 
-    probe: int = 32  # the probe set is the task's first `probe` inputs (ntk, activation_flips)
-    lanczos_steps: int = 100  # hessian: Lanczos iterations at most (and at most P)
-    hessian_dense_max: int = 256  # hessian: a dense eigendecomposition up to this many parameters
+    probe: int = PROBE  # the probe set is the task's first `probe` inputs (ntk, activation_flips)
+    lanczos_steps: int = LANCZOS_STEPS  # hessian: Lanczos iterations at most (and at most P)
+    hessian_dense_max: int = HESSIAN_DENSE_MAX  # hessian: a dense eigendecomposition up to this many parameters
     loss_floor: float = 0.0  # lojasiewicz: L̃ = L − loss_floor
     step_size: float | None = None  # h of a fixed-step trainer (lr for GD and SGD); None under adaptive steps
 
@@ -110,6 +114,9 @@ class Metric:
     requires: Requirement = always
     heavy: bool = False
     remembers: bool = False
+    # check(parameters=P, members=E, settings=, device=, dtype=): raises ConfigError before step 0 where the metric
+    # would not fit the run (memory), given the number of trainable parameters per member
+    check: Callable[..., None] | None = None
 
 
 def flat_norm(tensors: Params | list[Tensor]) -> Tensor:
@@ -130,3 +137,18 @@ def free_memory(device: torch.device) -> int | None:
     except OSError:
         pass
     return None
+
+
+def finite_members_only(decompose: Callable[[Tensor], Tensor], matrices: Tensor) -> Tensor:
+    """decompose(matrices) (E, ...) where a member's matrix is finite, NaN for the others: a diverged member's
+    θ may hold inf or NaN, which LAPACK refuses, and one such member must not stop the others' metrics."""
+    finite = matrices.isfinite().flatten(1).all(1)
+    if bool(finite.all()):
+        return decompose(matrices)
+    out = decompose(torch.where(per_member(finite, matrices), matrices, 0.0))
+    return torch.where(per_member(finite, out), out, math.nan)
+
+
+def relative(change: Tensor, scale: Tensor) -> Tensor:
+    """change/scale, NaN (an empty cell) where scale is 0: a change relative to nothing is undefined."""
+    return torch.where(scale > 0, change / scale, math.nan)

@@ -1,10 +1,9 @@
 """Metrics every model has: loss, gradient and parameter norms, distance from initialization, accuracy."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from dynamics_bench.metrics.base import Metric, Snapshot, flat_norm
+from dynamics_bench.metrics.base import Metric, Snapshot, flat_norm, relative
 
 
 def loss(s: Snapshot) -> dict[str, Tensor]:
@@ -23,7 +22,7 @@ def weight_change(s: Snapshot) -> dict[str, Tensor]:
     """‖θ_t − θ_0‖ and its ratio to ‖θ_0‖ (NaN, written empty, when ‖θ_0‖ = 0)."""
     change = flat_norm(s.changes())
     norm0 = flat_norm(s.params0)
-    rel = torch.where(norm0 > 0, change / norm0, torch.full_like(change, float("nan")))
+    rel = relative(change, norm0)
     return {"weight_change": change, "weight_change_rel": rel}
 
 

@@ -16,14 +16,14 @@ import torch
 from torch import Tensor
 
 from dynamics_bench.config import ConfigError
-from dynamics_bench.metrics.base import Metric, Snapshot, Values, free_memory
+from dynamics_bench.metrics.base import Metric, Settings, Snapshot, Values, finite_members_only, free_memory
 from dynamics_bench.models.base import Params
 
 NEGATIVE = 1e-8  # hessian_negative counts the eigenvalues below −NEGATIVE·max|λ|
 BREAKDOWN = 1e-10  # a Lanczos residual below this × ‖T‖ has exhausted its Krylov space: restart there
 DENSE_CHUNK = 64  # Hessian columns formed at once (batched products), bounding their memory
-START_SEED = 0  # Lanczos starts from one fixed random vector, shared by every member: reproducible, and a
-# member alone and in an ensemble get the same Krylov space
+START_SEED = 0  # Lanczos starts (and restarts) from fixed random vectors, shared by every member: reproducible,
+# and a member alone and in an ensemble get the same Krylov space
 
 MatVec = Callable[[Tensor], Tensor]  # (E, P) -> (E, P)
 
@@ -31,16 +31,6 @@ MatVec = Callable[[Tensor], Tensor]  # (E, P) -> (E, P)
 def flatten(params: Params) -> Tensor:
     """{name: (E, ...)} -> (E, P)."""
     return torch.cat([v.flatten(1) for v in params.values()], 1)
-
-
-def unflatten(vector: Tensor, like: Params) -> Params:
-    """(E, P) -> {name: (E, ...)} shaped like `like`."""
-    out, start = {}, 0
-    for key, value in like.items():
-        size = value[0].numel()
-        out[key] = vector[:, start:start + size].reshape(value.shape)
-        start += size
-    return out
 
 
 def hessian_product(s: Snapshot) -> MatVec:
@@ -70,7 +60,12 @@ def dense_spectrum(product: MatVec, size: int, dim: int, like: Tensor) -> Tensor
     basis = torch.eye(dim, dtype=like.dtype, device=like.device)[:, None].expand(dim, size, dim)
     columns = torch.cat([product(chunk) for chunk in basis.split(DENSE_CHUNK)])  # (P, E, P): column k at [k, e]
     h = columns.permute(1, 2, 0)
-    return torch.linalg.eigvalsh((h + h.mT) / 2)
+    return finite_members_only(torch.linalg.eigvalsh, (h + h.mT) / 2)
+
+
+def _random(dim: int, seed: int) -> Tensor:
+    """A fixed N(0, 1) vector (dim,), float64 on the CPU: every device and member starts from the same one."""
+    return torch.randn(dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
@@ -90,7 +85,6 @@ def lanczos_extremes(product: MatVec, start: Tensor, steps: int) -> tuple[Tensor
     with a zero coupling in T, which leaves its Ritz values inside the spectrum."""
     size, dim = start.shape
     steps = min(steps, dim)
-    generator = torch.Generator().manual_seed(START_SEED + 1)
     basis = start.new_zeros(size, steps, dim)
     alpha, beta = start.new_zeros(size, steps), start.new_zeros(size, steps)
     scale = start.new_zeros(size)  # ≈ ‖T‖ so far: what a residual is small against
@@ -105,26 +99,35 @@ def lanczos_extremes(product: MatVec, start: Tensor, steps: int) -> tuple[Tensor
         residual = torch.linalg.vector_norm(w, dim=1)
         scale = torch.maximum(scale, alpha[:, j].abs() + residual)
         exhausted = residual <= BREAKDOWN * scale
-        if bool(exhausted.any()):
-            fresh = torch.randn(dim, generator=generator, dtype=torch.float64).to(start).expand(size, dim)
+        if bool(exhausted.any()):  # a restart at step j draws from its own seed: the same alone and in an ensemble
+            fresh = _random(dim, START_SEED + 1 + j).to(start).expand(size, dim)
             w = torch.where(exhausted[:, None], _orthogonalize(fresh, basis[:, :j + 1]), w)
             residual = torch.where(exhausted, 0.0, residual)
         beta[:, j] = residual
         q = w / torch.linalg.vector_norm(w, dim=1, keepdim=True)
     off = beta[:, :steps - 1]
     tridiagonal = torch.diag_embed(alpha) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
-    ritz = torch.linalg.eigvalsh(tridiagonal)
+    ritz = finite_members_only(torch.linalg.eigvalsh, tridiagonal)
     return ritz[:, 0], ritz[:, -1]
 
 
-def _check_basis_fits(asked: int, size: int, steps: int, dim: int, like: Tensor) -> None:
-    """The Lanczos basis (E × steps × P) must fit in half the free memory, or the run would be killed."""
-    need, free = size * steps * dim * like.element_size(), free_memory(like.device)
+def check_memory(*, parameters: int, members: int, settings: Settings, device: torch.device,
+                 dtype: torch.dtype) -> None:
+    """Before step 0: the dense Hessian (E × P², with its symmetrized copy and the eigensolver's) or the Lanczos
+    basis (E × steps × P) must fit in half the free memory, or the run would be killed at its first row."""
+    size = torch.finfo(dtype).bits // 8
+    if parameters <= settings.hessian_dense_max:
+        key, value, need = "metrics.hessian_dense_max", settings.hessian_dense_max, 3 * members * parameters**2 * size
+        what, remedy = f"the dense Hessian of P = {parameters} parameters", "lower metrics.hessian_dense_max"
+    else:
+        steps = min(settings.lanczos_steps, parameters)
+        key, value, need = "metrics.lanczos_steps", settings.lanczos_steps, members * steps * parameters * size
+        what, remedy = (f"the Lanczos basis of {steps} vectors of P = {parameters} parameters",
+                        "lower metrics.lanczos_steps or ensemble.size")
+    free = free_memory(device)
     if free is not None and need > free // 2:
-        raise ConfigError("metrics.lanczos_steps", asked,
-                          f"the Lanczos basis of {steps} vectors of P = {dim} parameters for {size} member(s) needs "
-                          f"{need / 2**30:.3g} GiB, more than half the {free / 2**30:.3g} GiB free on {like.device}: "
-                          "lower metrics.lanczos_steps or ensemble.size")
+        raise ConfigError(key, value, f"{what} for {members} member(s) needs {need / 2**30:.3g} GiB, more than half "
+                                      f"the {free / 2**30:.3g} GiB free on {device}: {remedy}")
 
 
 def hessian(s: Snapshot) -> Values:
@@ -138,10 +141,8 @@ def hessian(s: Snapshot) -> Values:
         cut = -NEGATIVE * eigenvalues.abs().amax(1, keepdim=True)
         negative = (eigenvalues < cut).sum(1).to(like.dtype)
     else:
-        steps = min(s.settings.lanczos_steps, dim)
-        _check_basis_fits(s.settings.lanczos_steps, size, steps, dim, like)
-        start = torch.randn(dim, generator=torch.Generator().manual_seed(START_SEED), dtype=torch.float64)
-        low, high = lanczos_extremes(product, start.to(like).expand(size, dim), steps)
+        start = _random(dim, START_SEED).to(like).expand(size, dim)
+        low, high = lanczos_extremes(product, start, s.settings.lanczos_steps)
         negative = torch.full_like(low, math.nan)
     values = {"hessian_max": high, "hessian_min": low, "hessian_negative": negative}
     if s.settings.step_size is not None:
@@ -149,4 +150,4 @@ def hessian(s: Snapshot) -> Values:
     return values
 
 
-HESSIAN = {"hessian": Metric(hessian, heavy=True)}
+HESSIAN = {"hessian": Metric(hessian, heavy=True, check=check_memory)}

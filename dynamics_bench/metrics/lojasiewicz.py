@@ -26,11 +26,11 @@ def _log(v: float) -> float:
 
 
 def _ratio(a: float, b: float) -> float:
-    """a/b, or NaN where that is no number (b = 0, inf/inf, NaN)."""
+    """a/b, or NaN where that is no number (b = 0, inf/inf, NaN); 0, not −0."""
     if b == 0:
         return NAN
     r = a / b
-    return r if math.isfinite(r) else NAN
+    return r + 0.0 if math.isfinite(r) else NAN
 
 
 def _row(excess: float, grad: float, t: float, prev: list[float]) -> tuple[list[float], list[float]]:
@@ -47,8 +47,8 @@ def lojasiewicz(s: Snapshot, previous: Memory) -> tuple[Values, Memory]:
     floor, grads = s.settings.loss_floor, s.grad_norm().tolist()
     prev = previous["row"].tolist() if previous else [[NAN] * 4] * len(grads)
     rows, memory = zip(*(_row(v - floor, g, t, p) for v, g, t, p in zip(loss.tolist(), grads, s.t, prev)))
-    values = torch.tensor(rows, dtype=loss.dtype, device=loss.device)  # (E, 5)
-    return dict(zip(COLUMNS, values.unbind(1))), {"row": torch.tensor(memory, dtype=loss.dtype, device=loss.device)}
+    values = torch.tensor(rows, dtype=torch.float64, device=loss.device)  # (E, 5), float64 whatever the dtype
+    return dict(zip(COLUMNS, values.unbind(1))), {"row": torch.tensor(memory, dtype=torch.float64, device=loss.device)}
 
 
 LOJASIEWICZ = {"lojasiewicz": Metric(lojasiewicz, remembers=True)}

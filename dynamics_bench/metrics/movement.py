@@ -10,13 +10,12 @@ excluded).
 """
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import torch
 from torch import Tensor
 
-from dynamics_bench.metrics.base import Memory, Metric, Snapshot, Values
+from dynamics_bench.metrics.base import Memory, Metric, Snapshot, Values, finite_members_only, relative
 from dynamics_bench.models.base import Params
 
 
@@ -25,9 +24,14 @@ def weight_matrices(params: Params) -> dict[str, Tensor]:
     return {k: v for k, v in params.items() if v.dim() == 3}
 
 
+def _spectral(matrices: Tensor) -> Tensor:
+    """‖W‖₂ per member (E,), by SVD; NaN for a member with non-finite entries."""
+    return finite_members_only(lambda w: torch.linalg.matrix_norm(w, ord=2), matrices)
+
+
 def _inverse(norms: Tensor) -> Tensor:
     """1/‖W(0)‖ (E, layers); NaN (a relative change left empty) for a matrix that starts at 0."""
-    return torch.where(norms > 0, 1 / norms, math.nan)
+    return relative(torch.ones_like(norms), norms)
 
 
 @lru_cache
@@ -56,9 +60,9 @@ def layer_change_spec(s: Snapshot, memory: Memory) -> tuple[Values, Memory]:
     """layer_change_spec/<name> ‖W(t) − W(0)‖₂ and layer_change_spec_rel/<name> (÷ ‖W(0)‖₂); exact (SVD)."""
     changes = weight_matrices(s.changes())
     if not memory:
-        norms0 = torch.stack([torch.linalg.matrix_norm(w, ord=2) for w in weight_matrices(s.params0).values()], 1)
+        norms0 = torch.stack([_spectral(w) for w in weight_matrices(s.params0).values()], 1)
         memory = {"inverse_norm0": _inverse(norms0)}
-    change = torch.stack([torch.linalg.matrix_norm(d, ord=2) for d in changes.values()], 1)
+    change = torch.stack([_spectral(d) for d in changes.values()], 1)
     return _per_layer(tuple(changes), "layer_change_spec", change, memory["inverse_norm0"]), memory
 
 

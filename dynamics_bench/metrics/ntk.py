@@ -9,11 +9,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dynamics_bench.metrics.base import Memory, Metric, Snapshot, Values, free_memory
+from dynamics_bench.metrics.base import Memory, Metric, Snapshot, Values, finite_members_only, free_memory, relative
 from dynamics_bench.models.base import Model, Params
 
-# J is held a block of rows at a time, each block at most this large: one row of J is a copy of every parameter
-# (134 MB per member for a 4096-wide m×m layer in float64), so K never needs J whole.
+# Rows of J are formed a block at a time, each block with its backward's intermediates at most this large (and at
+# least one row: one row of J is a gradient, 134 MB per member for a 4096-wide m×m layer in float64), so K never
+# needs J whole.
 BLOCK_BYTES = 256 * 2**20
 
 
@@ -24,10 +25,15 @@ def ntk_gram(model: Model, params: Params, x: Tensor, block_bytes: int = BLOCK_B
     block_bytes, K = J Jᵀ. Otherwise K is formed b columns at a time, J_e(J_eᵀe_r), the product with J taken as
     the derivative of the linear map p ↦ J_eᵀp (double backward): memory holds one block of J, never J."""
     leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-    with torch.enable_grad():
+    saved = [0]  # bytes the forward keeps for backward: about what each backward row allocates again
+
+    def count(t: Tensor) -> Tensor:
+        saved[0] += t.numel() * t.element_size()
+        return t
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
         u = model.forward(leaves, x).flatten(1)  # (E, R) sample-major
     size, rows = u.shape
-    row_bytes = size * sum(v[0].numel() for v in params.values()) * u.element_size()
+    row_bytes = size * sum(v[0].numel() for v in params.values()) * u.element_size() + saved[0]
     block = max(1, min(rows, block_bytes // row_bytes))
     eye = torch.eye(rows, dtype=u.dtype, device=u.device)
 
@@ -64,11 +70,12 @@ def ntk(s: Snapshot, memory: Memory) -> tuple[Values, Memory]:
     k = ntk_gram(s.model, s.params, x, _block_bytes(x.device))
     if not memory:
         memory = {"k0": k}
-    eigenvalues = torch.linalg.eigvalsh(k)  # ascending
+    eigenvalues = finite_members_only(torch.linalg.eigvalsh, k)  # ascending
     norm = torch.linalg.matrix_norm(k)
     values = {"ntk_lambda_min": eigenvalues[:, 0], "ntk_lambda_max": eigenvalues[:, -1],
               "ntk_trace": torch.diagonal(k, dim1=1, dim2=2).sum(1),
-              "ntk_change_rel": torch.linalg.matrix_norm(k - memory["k0"]) / torch.linalg.matrix_norm(memory["k0"])}
+              "ntk_change_rel": relative(torch.linalg.matrix_norm(k - memory["k0"]),
+                                         torch.linalg.matrix_norm(memory["k0"]))}
     if s.task.num_classes is None:
         target = y.flatten(1).to(k.dtype)  # (E, R), sample-major like K
         values["ntk_target_alignment"] = (torch.einsum("ei,eij,ej->e", target, k, target)

@@ -137,9 +137,14 @@ def explicit_matrices(key: str, values: list | None, shapes: list[tuple[int, int
     return out
 
 
-def stack_members(per_member: list[Params]) -> Params:
+def stack_members(members: list[Params]) -> Params:
     """[{name: tensor}] per member -> {name: (E, ...) tensor}."""
-    return {k: torch.stack([p[k] for p in per_member]) for k in per_member[0]}
+    return {k: torch.stack([p[k] for p in members]) for k in members[0]}
+
+
+def per_member(v: Tensor, like: Tensor) -> Tensor:
+    """An (E,) tensor viewed to broadcast over the trailing dims of `like` (E, ...)."""
+    return v.view(-1, *[1] * (like.dim() - 1))
 
 
 def fan_in_std(scale: float, fan_in: int) -> float:

@@ -94,14 +94,18 @@ class MLP(Model):
     def smooth(self) -> bool:
         return self.activation.smooth
 
-    def preactivations(self, params: Params, x: Tensor) -> list[Tensor]:
-        """z_l = c_l W_l h_{l−1} for l < L, each (E, n, m); also one member's unbatched params with x (n, d)."""
+    def _hidden(self, params: Params, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        """The pre-activations z_l = c_l W_l h_{l−1} (l < L) and the last hidden layer h_{L−1}, each (E, n, m);
+        also one member's unbatched params with x (n, d)."""
         zs, h = [], x
         for w, c in zip(self.layer_matrices(params)[:-1], self.layer_scales[:-1]):
             zs.append(c * (h @ w.mT))
             h = self.activation.fn(zs[-1])
-        return zs
+        return zs, h
+
+    def preactivations(self, params: Params, x: Tensor) -> list[Tensor]:
+        return self._hidden(params, x)[0]
 
     def forward(self, params: Params, x: Tensor) -> Tensor:
-        h = self.activation.fn(self.preactivations(params, x)[-1])  # (E, n, m)
+        h = self._hidden(params, x)[1]  # (E, n, m)
         return self.layer_scales[-1] * (h @ params[self.names[-1]].mT)  # (E, n, out)
