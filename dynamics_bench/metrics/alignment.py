@@ -14,7 +14,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dynamics_bench.metrics.base import MAX_UNIT_COLUMNS, Metric, Snapshot
@@ -58,8 +57,8 @@ def teacher(s: Snapshot) -> dict[str, Tensor]:
     star = s.task.teacher
     norms, unit, cos, near, best = _geometry(s)
     c = s.model.neurons(s.params).a[:, 0] * norms  # (E, m) signed output mass c_j = a_j‖w_j‖
-    closest = F.one_hot(near.argmax(2), near.shape[2])  # (E, m, r): T(j), the first of tied teachers
-    share = closest * c.unsqueeze(2)  # c_j on the teacher closest to j
+    # (E, m, r): c_j on the teacher closest to j, T(j) (the first of tied teachers), 0 on the others
+    share = torch.zeros_like(near).scatter_(2, near.argmax(2, keepdim=True), c.unsqueeze(2))
     mass = share.sum(1)  # (E, r) M_i
     if s.model.activation.even:  # w̄_j sign-aligned with the teacher it counts for
         share = share * torch.sign(cos)
