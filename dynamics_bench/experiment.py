@@ -133,11 +133,8 @@ def build(cfg: DictConfig | dict) -> Experiment:
                       "(trainer.max_steps bounds the run)", stacklevel=2)
     metrics = select_metrics(metrics_cfg.names, objective, task)
     settings = metrics_cfg.settings(x.shape[0], None if schedule.adaptive else schedule.h)
-    checks = [m.check for m in metrics.values() if m.check is not None]
-    if checks:  # one member's parameters, for their count
-        parameters = sum(v[0].numel() for v in model.init_params([torch.Generator()]).values())
-        for check in checks:
-            check(parameters=parameters, members=size, settings=settings, device=device, dtype=dtype)
+    for check in (m.check for m in metrics.values() if m.check is not None):
+        check(parameters=model.num_params, members=size, settings=settings, device=device, dtype=dtype)
     return Experiment(plain, seed, size, device, dtype, task, objective, schedule,
                       metrics_cfg, metrics, settings, logger_cfg)
 

@@ -26,18 +26,22 @@ class Recorder:
         self.written: dict[int, tuple[int, float]] = {}  # member -> (step, t) of its last metrics.csv row
         self.invariant_drift_max: float | None = None  # the largest imbalance_drift_rel logged
 
-    def __call__(self, snapshot: Snapshot, members: list[bool], grid: bool = True, ends: bool = False) -> None:
+    def __call__(self, snapshot: Snapshot, members: list[bool], grid: bool = True,
+                 ending: list[bool] | None = None) -> None:
         """Evaluate the metrics; write the rows of `members` to metrics.csv (skipping a member whose step and t
         have not changed since its last row: its memory stays too), the ensemble to TensorBoard and params/.
-        grid: a row of the metrics grid; ends: some member's last row (see Evaluator)."""
+        grid: a row of the metrics grid; ending: the members whose last row this is (heavy metrics are computed).
+        An ending member's row is its final one in summary.json even when metrics.csv has it already (a member
+        that stops after rejected steps only: same step and t, same θ)."""
+        ending = ending or [False] * len(members)
         marks = list(zip(snapshot.steps, snapshot.t))
         write = [m and marks[e] != self.written.get(e) for e, m in enumerate(members)]
-        values = self.evaluator(snapshot, write, grid, ends)
+        values = self.evaluator(snapshot, write, grid, any(ending))
         table = torch.stack([v.to(torch.float64) for v in values.values()], 1).cpu().tolist()  # (E, metrics)
         rows = [dict(zip(values, r)) for r in table]
         self.csv.write(snapshot.steps, snapshot.t, rows, write)
         self.written.update({e: marks[e] for e in range(len(marks)) if write[e]})
-        self.last_rows = [row if w else last for row, w, last in zip(rows, write, self.last_rows)]
+        self.last_rows = [row if w or end else last for row, w, end, last in zip(rows, write, ending, self.last_rows)]
         if self.tb is not None:
             self.tb.write(snapshot.iteration, snapshot.t, rows)
         if self.params is not None:

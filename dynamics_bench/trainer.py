@@ -25,9 +25,9 @@ from dynamics_bench.models.base import Params, per_member
 from dynamics_bench.objective import Objective
 from dynamics_bench.trainers import Schedule
 
-# on_log(snapshot, members, grid, ends): log the rows of the members marked; grid: a row of the metrics grid (not
-# only a stop's); ends: the row is some member's last (a stop or the end of the run)
-OnLog = Callable[[Snapshot, list[bool], bool, bool], None]
+# on_log(snapshot, members, grid, ending): log the rows of the members marked; grid: a row of the metrics grid (not
+# only a stop's); ending: the members whose last row this is (a stop, or t_max)
+OnLog = Callable[[Snapshot, list[bool], bool, list[bool]], None]
 LOCATE_ITERATIONS = 60  # regula falsi (Illinois) on the dense output; converges superlinearly, this is a cap
 
 
@@ -146,7 +146,7 @@ def train(*, objective: Objective, params: Params, batches: Batches, schedule: S
             rows = [True] * size if due or finished else [i in stopped for i in range(size)]
             ending = [rows[i] and not last_logged[i] and (finished or i in stopped or times[i] >= schedule.t_max)
                       for i in range(size)]  # with adaptive steps a member may reach t_max before the others
-            on_log(snap, rows, due, any(ending))
+            on_log(snap, rows, due, ending)
             last_logged = [a or b for a, b in zip(last_logged, ending)]
             if due:
                 clock.logged()

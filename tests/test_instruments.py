@@ -281,6 +281,20 @@ def test_lojasiewicz_on_exact_curves():
     assert all(math.isnan(power[0][k]) for k in ("loj_exponent", "loss_slope", "loss_rate"))  # no previous row
 
 
+def test_lojasiewicz_memory_is_float64_in_a_float32_run():
+    """L = 1e-10 then 1e-10·(1 − 1e-5), a unit of t apart, in float32: loss_rate ≈ 1e-5 from the float32 losses;
+    a float32 memory would round log L ≈ −23 to ~2e-6 and get the rate 10% wrong."""
+    losses = [1e-10, 1e-10 * (1 - 1e-5)]
+    values32 = [torch.tensor([v], dtype=torch.float32) for v in losses]
+    memory, rate = {}, None
+    for time, loss in zip((1.0, 2.0), values32):
+        s = snap(LINEAR, ONE, times=[time], loss=loss, grad={"W1": t([[[1.0]]])})
+        values, memory = METRICS["lojasiewicz"].fn(s, memory)
+        rate = values["loss_rate"].item()
+    exact = -math.log(values32[1].item() / values32[0].item())  # from the float32 losses themselves
+    assert rate == pytest.approx(exact, rel=1e-9) and exact == pytest.approx(1e-5, rel=1e-2)
+
+
 def test_lojasiewicz_undefined_cells_are_empty():
     rows = loj(LINEAR, ONE, [(0.0, 1.0, 1.0), (0.5, 0.5, 0.8), (0.5, 0.5, 0.8), (1.0, 0.2, 0.4)], floor=0.3)
     assert math.isnan(rows[1]["loss_slope"])  # the previous row is at t = 0
@@ -354,6 +368,17 @@ def read_csv(path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.filterwarnings("ignore:trainer.method=dopri5 on a model with kinks")
+def test_a_member_out_of_steps_after_rejections_has_its_final_heavy_values(tmp_path):
+    """A member whose step budget runs out after rejected steps only stops at the step and t of its last row, so
+    metrics.csv does not repeat that row; its heavy values at the stop are still its final ones in summary.json."""
+    summary = run_overrides(tmp_path, "trainer=gradient_flow", "trainer.method=dopri5", "trainer.max_steps=30",
+                            "trainer.t_max=50", "ensemble.size=4", "metrics.every=1", "metrics.heavy_every=1000",
+                            "metrics.names=[hessian]", "logger.tensorboard=false")
+    assert [m["status"] for m in summary["members"]] == ["step_budget"] * 4
+    assert all(m["final"]["hessian_max"] is not None for m in summary["members"])
+
+
 def test_heavy_metrics_on_their_grid_first_last_and_stop_rows(tmp_path):
     """21 rows (every step), heavy_every=8: hessian at rows 0, 8, 16 and the last; empty elsewhere. The light
     metrics are on every row. summary.json has metric_seconds for every metric, and each member's final extremes."""
@@ -403,7 +428,7 @@ def test_auto_in_a_list_adds_heavy_metrics():
     ("metrics.probe=0", "metrics.probe"),
     ("metrics.probe=201", "metrics.probe"),  # the teacher task has n = 200
     ("metrics.heavy_every=0", "metrics.heavy_every"),
-    ("metrics.lanczos_steps=0", "metrics.lanczos_steps"),
+    ("metrics.lanczos_steps=1", "metrics.lanczos_steps"),
     ("metrics.hessian_dense_max=-1", "metrics.hessian_dense_max"),
     ("metrics.loss_floor=nan", "metrics.loss_floor"),
     ("metrics.names=[auto,hesian]", "metrics.names[1]"),

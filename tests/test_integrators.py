@@ -500,7 +500,7 @@ def test_member_with_a_nan_vector_field_stalls_and_is_recorded_diverged():
     data = (torch.zeros(2, 1, 1), torch.zeros(2, 1, 1))
     result = train(objective=_NaNFieldObjective(theta0), params={"x": theta0}, schedule=schedule,
                    batches=_Full(data),
-                   grid=GridSpec(points=5), on_log=lambda snap, rows, grid, ends: None, snapshot=SimpleNamespace,
+                   grid=GridSpec(points=5), on_log=lambda snap, rows, grid, ending: None, snapshot=SimpleNamespace,
                    progress=lambda t: None)
     assert [m.status for m in result.members] == ["running", "diverged"]
     assert result.t[0] == 2.0 and result.t[1] == 0.0

@@ -13,9 +13,11 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from dynamics_bench.config import ConfigError
+from dynamics_bench.experiment import build
 from dynamics_bench.models import MODELS, build_model
 from dynamics_bench.models.base import ACTIVATIONS
 from dynamics_bench.models.deep_linear import DeepLinear
+from tests.conftest import make_cfg
 
 E = 3
 F64 = torch.float64
@@ -421,3 +423,15 @@ def test_unbatched_member_forward_equals_batched_row(section, in_dim, out_dim):
         single = model.forward({k: v[e] for k, v in params.items()}, x[e])
         assert single.shape == (7, out_dim)
         torch.testing.assert_close(single, batched[e], rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model=two_layer"], ["model=two_layer", "model.bias=true"], ["model=two_layer", "model.output_layer=norm"],
+    ["model=two_layer", "task=linear_regression", "task.output_dim=3"], ["model=mlp", "model.depth=4"],
+    ["model=deep_linear", "model.depth=3"], ["model=deep_linear", "model.depth=1", "task=matrix_cost"],
+])
+def test_num_params_counts_what_init_draws(overrides):
+    """P before any parameter is drawn (what build() checks a Hessian's memory with) equals the drawn count."""
+    exp = build(make_cfg(*overrides))
+    params = exp.objective.model.init_params([torch.Generator().manual_seed(0)])
+    assert exp.objective.model.num_params == sum(v[0].numel() for v in params.values())

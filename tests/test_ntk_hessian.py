@@ -18,7 +18,10 @@ from dynamics_bench.experiment import build, init_params
 from dynamics_bench.metrics import METRICS, Settings, Snapshot
 from dynamics_bench.metrics import hessian as hessian_module
 from dynamics_bench.metrics.hessian import flatten
+from dynamics_bench.metrics import ntk as ntk_module
 from dynamics_bench.metrics.ntk import ntk_gram
+
+ROWS_PER_BLOCK = ntk_module.rows_per_block
 from tests.conftest import make_cfg, run_overrides
 
 F64 = torch.float64
@@ -136,6 +139,36 @@ def test_ntk_in_blocks_of_one_row_equals_one_block(family):
     whole = ntk_gram(exp.objective.model, params, x.expand(2, *x.shape))
     rows = ntk_gram(exp.objective.model, params, x.expand(2, *x.shape), block_bytes=1)
     torch.testing.assert_close(rows, whole, rtol=1e-14, atol=1e-14)
+
+
+def test_ntk_change_from_a_zero_kernel_is_empty():
+    """A depth-2 linear net at the origin has J = 0, so K_0 = 0: a change relative to it is undefined (empty), not
+    inf."""
+    exp, params = experiment("model=deep_linear", "task=linear_regression", "task.output_dim=1", size=1)
+    zero = {k: torch.zeros_like(v) for k, v in params.items()}
+    _, memory = METRICS["ntk"].fn(snapshot(exp, zero), {})
+    assert memory["k0"].abs().max().item() == 0.0
+    values, _ = METRICS["ntk"].fn(snapshot(exp, params), memory)
+    assert math.isnan(values["ntk_change_rel"].item()) and values["ntk_trace"].item() > 0
+
+
+def test_ntk_blocks_count_the_backward_intermediates(monkeypatch):
+    """A wide net on a small probe: a row of J is small, but the backward keeps ~N·m numbers per row; the block
+    size must count them (else a block that fits J could take gigabytes), and the kernel is the same."""
+    exp, params = experiment("model=two_layer", "model.width=2048", "task.input_dim=3", "task.n=32", size=1)
+    x = exp.task.data()[0][None]
+    seen = []
+
+    def spy(row_bytes: int, rows: int, budget: int) -> int:
+        seen.append(row_bytes)
+        return ROWS_PER_BLOCK(row_bytes, rows, budget)
+    monkeypatch.setattr(ntk_module, "rows_per_block", spy)
+    jacobian_row = (params["w"][0].numel() + params["a"][0].numel()) * 8
+    budget = 40 * jacobian_row  # room for J whole (32 rows), not for the intermediates
+    blocked = ntk_gram(exp.objective.model, params, x, block_bytes=budget)
+    assert seen and seen[0] > 2 * jacobian_row  # the intermediates (32 samples × 2048 units) are counted
+    assert ROWS_PER_BLOCK(seen[0], 32, budget) < 32  # so J is formed in blocks
+    torch.testing.assert_close(blocked, ntk_gram(exp.objective.model, params, x), rtol=1e-13, atol=1e-12)
 
 
 def test_ntk_change_and_alignment_against_k0(tmp_path):
@@ -256,18 +289,20 @@ def test_a_hessian_too_large_for_memory_is_a_config_error_before_work(monkeypatc
     build(make_cfg(*FAMILIES["mlp_standard"], "metrics.names=[hessian]", f"metrics.hessian_dense_max={dense_max}"))
 
 
-def test_heavy_metrics_of_a_member_with_non_finite_parameters_are_empty():
+@pytest.mark.parametrize("dense_max", [256, 0], ids=["dense", "lanczos"])
+def test_heavy_metrics_of_a_member_with_non_finite_parameters_are_empty(dense_max):
     """A diverged member's θ may hold NaN or inf; its NTK, Hessian and the spectral norms of its non-finite
     matrix are NaN (empty) instead of a LinAlgError that would end the run, and the other member's are what they
     are alone."""
     exp, params = experiment(*FAMILIES["deep_linear"])
     broken = {k: v.clone() for k, v in params.items()}
     broken["W1"][1, 0, 0] = math.nan
-    s = snapshot(exp, broken, hessian_dense_max=0)
+    s = snapshot(exp, broken, hessian_dense_max=dense_max)
     alone = {k: v[:1] for k, v in params.items()}
     x, y = exp.task.data()
     one = Snapshot(iteration=0, steps=[0], t=[0.0], params=alone, params0=alone, objective=exp.objective,
-                   task=exp.task, x=x[None], y=y[None], settings=Settings(probe=exp.settings.probe, hessian_dense_max=0))
+                   task=exp.task, x=x[None], y=y[None],
+                   settings=Settings(probe=exp.settings.probe, hessian_dense_max=dense_max))
     for name in ("ntk", "hessian", "layer_change_spec"):
         metric = METRICS[name]
         both = metric.fn(s, {})[0] if metric.remembers else metric.fn(s)
@@ -276,3 +311,31 @@ def test_heavy_metrics_of_a_member_with_non_finite_parameters_are_empty():
             if name != "layer_change_spec" or column.endswith("/W1"):  # W2 is finite, and its norms are
                 assert math.isnan(value[1].item()), (name, column)
             assert value[0].item() == pytest.approx(first[column].item(), rel=1e-12, nan_ok=True), (name, column)
+
+
+def test_lanczos_member_alone_equals_member_in_an_ensemble():
+    """Member 0 at the vector case's origin (two distinct eigenvalues: the Krylov space breaks down and Lanczos
+    restarts), member 1 elsewhere: each member's extremes are its own, whatever the others do."""
+    exp, params = experiment("model=deep_linear", "model.width=4", "task=matrix_cost", "task.target=1.5", size=2)
+    params = {k: torch.cat([torch.zeros_like(v[:1]), v[1:]]) for k, v in params.items()}
+    together = METRICS["hessian"].fn(snapshot(exp, params, hessian_dense_max=0, lanczos_steps=8))
+    for e in range(2):
+        one = {k: v[e:e + 1] for k, v in params.items()}
+        alone = METRICS["hessian"].fn(snapshot(exp, one, hessian_dense_max=0, lanczos_steps=8))
+        for k in ("hessian_max", "hessian_min"):
+            assert together[k][e].item() == pytest.approx(alone[k].item(), rel=1e-12), (e, k)
+    assert together["hessian_max"][0].item() == pytest.approx(1.5, rel=1e-12)
+
+
+def test_saddle_index_counts_no_round_off_in_float32():
+    """At an exact minimum (the target is the init's own product) the Hessian is positive semi-definite: index 0.
+    In float32 its zero eigenvalues come out as ±1e-7·max|λ|, above −1e-8·max|λ|: the cut follows the dtype."""
+    w1, w2 = "[[1.0,0.5],[0.0,1.0],[2.0,-1.0]]", "[[1.0,2.0,0.0],[0.5,-1.0,1.0]]"
+    target = "[[1.0,2.5],[2.5,-1.75]]"  # W2·W1
+    for dtype in ("float64", "float32"):
+        exp, params = experiment("model=deep_linear", "model.width=3", "task=matrix_cost", f"task.target={target}",
+                                 "model.init=explicit", f"model.init_values=[{w1},{w2}]", f"dtype={dtype}", size=1)
+        params = {k: v.to(torch.float32 if dtype == "float32" else F64) for k, v in params.items()}
+        assert exp.objective.loss(params, *[v[None] for v in exp.task.data()]).item() == 0.0
+        values = METRICS["hessian"].fn(snapshot(exp, params))
+        assert values["hessian_negative"].item() == 0, dtype

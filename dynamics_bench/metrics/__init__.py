@@ -62,7 +62,8 @@ class MetricsConfig:
             require(t >= 0, f"metrics.times[{i}]", t, "must be >= 0")
         positive("metrics.heavy_every", self.heavy_every)
         positive("metrics.probe", self.probe, allow_none=True)
-        positive("metrics.lanczos_steps", self.lanczos_steps)
+        require(self.lanczos_steps >= 2, "metrics.lanczos_steps", self.lanczos_steps,
+                "must be >= 2 (one step is a single Rayleigh quotient, not a spectrum's extremes)")
         require(self.hessian_dense_max >= 0, "metrics.hessian_dense_max", self.hessian_dense_max, "must be >= 0")
 
     def grid(self) -> GridSpec:

@@ -17,9 +17,9 @@ from torch import Tensor
 
 from dynamics_bench.config import ConfigError
 from dynamics_bench.metrics.base import Metric, Settings, Snapshot, Values, finite_members_only, free_memory
-from dynamics_bench.models.base import Params
+from dynamics_bench.models.base import Params, parameter_count
 
-NEGATIVE = 1e-8  # hessian_negative counts the eigenvalues below −NEGATIVE·max|λ|
+NEGATIVE = 1e-8  # hessian_negative counts the eigenvalues below −NEGATIVE·max|λ| (float64)
 BREAKDOWN = 1e-10  # a Lanczos residual below this × ‖T‖ has exhausted its Krylov space: restart there
 DENSE_CHUNK = 64  # Hessian columns formed at once (batched products), bounding their memory
 START_SEED = 0  # Lanczos starts (and restarts) from fixed random vectors, shared by every member: reproducible,
@@ -134,12 +134,13 @@ def hessian(s: Snapshot) -> Values:
     """hessian_max, hessian_min, hessian_negative (dense only; empty under Lanczos) and, for fixed-step trainers,
     sharpness_lr = λ_max·h."""
     product, like = hessian_product(s), next(iter(s.params.values()))
-    size, dim = like.shape[0], sum(v[0].numel() for v in s.params.values())
+    size, dim = like.shape[0], parameter_count(s.params)
     if dim <= s.settings.hessian_dense_max:
         eigenvalues = dense_spectrum(product, size, dim, like)
         low, high = eigenvalues[:, 0], eigenvalues[:, -1]
-        cut = -NEGATIVE * eigenvalues.abs().amax(1, keepdim=True)
-        negative = (eigenvalues < cut).sum(1).to(like.dtype)
+        # below −1e-8·max|λ|, or round-off's 100·eps where the dtype is coarser (float32)
+        cut = -max(NEGATIVE, 100 * torch.finfo(like.dtype).eps) * eigenvalues.abs().amax(1, keepdim=True)
+        negative = torch.where(eigenvalues.isnan().any(1), math.nan, (eigenvalues < cut).sum(1).to(like.dtype))
     else:
         start = _random(dim, START_SEED).to(like).expand(size, dim)
         low, high = lanczos_extremes(product, start, s.settings.lanczos_steps)

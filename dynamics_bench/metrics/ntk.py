@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from dynamics_bench.metrics.base import Memory, Metric, Snapshot, Values, finite_members_only, free_memory, relative
-from dynamics_bench.models.base import Model, Params
+from dynamics_bench.models.base import Model, Params, parameter_count
 
 # Rows of J are formed a block at a time, each block with its backward's intermediates at most this large (and at
 # least one row: one row of J is a gradient, 134 MB per member for a 4096-wide m×m layer in float64), so K never
@@ -33,8 +33,7 @@ def ntk_gram(model: Model, params: Params, x: Tensor, block_bytes: int = BLOCK_B
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
         u = model.forward(leaves, x).flatten(1)  # (E, R) sample-major
     size, rows = u.shape
-    row_bytes = size * sum(v[0].numel() for v in params.values()) * u.element_size() + saved[0]
-    block = max(1, min(rows, block_bytes // row_bytes))
+    block = rows_per_block(size * parameter_count(params) * u.element_size() + saved[0], rows, block_bytes)
     eye = torch.eye(rows, dtype=u.dtype, device=u.device)
 
     def rows_of_j(start: int, stop: int, **kw) -> tuple[Tensor, ...]:
@@ -56,6 +55,12 @@ def ntk_gram(model: Model, params: Params, x: Tensor, block_bytes: int = BLOCK_B
             columns.append(column)
         k = torch.cat(columns).permute(1, 2, 0)
     return (k + k.mT) / 2  # exactly symmetric for eigvalsh; the two halves differ by round-off only
+
+
+def rows_per_block(row_bytes: int, rows: int, block_bytes: int) -> int:
+    """How many rows of J a block holds: row_bytes each (a row of J and the backward's intermediates), at least
+    one, at most all."""
+    return max(1, min(rows, block_bytes // row_bytes))
 
 
 def _block_bytes(device: torch.device) -> int:

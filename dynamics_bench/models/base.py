@@ -86,6 +86,11 @@ class Model(ABC):
     def forward(self, params: Params, x: Tensor) -> Tensor:
         """x (E, n, input_dim) -> outputs (E, n, output_dim)."""
 
+    @property
+    @abstractmethod
+    def num_params(self) -> int:
+        """Trainable parameters per member (P), known before any is drawn."""
+
     def preactivations(self, params: Params, x: Tensor) -> list[Tensor]:
         """Each hidden layer's pre-activations (E, n, units), input side first; [] without hidden nonlinearity."""
         return []
@@ -140,6 +145,11 @@ def explicit_matrices(key: str, values: list | None, shapes: list[tuple[int, int
 def stack_members(members: list[Params]) -> Params:
     """[{name: tensor}] per member -> {name: (E, ...) tensor}."""
     return {k: torch.stack([p[k] for p in members]) for k in members[0]}
+
+
+def parameter_count(params: Params) -> int:
+    """Parameters per member (P) of an (E, ...) parameter dict."""
+    return sum(v[0].numel() for v in params.values())
 
 
 def per_member(v: Tensor, like: Tensor) -> Tensor:

@@ -100,6 +100,10 @@ class DeepLinear(Model):
         self._init_member = inits[init]
 
     @property
+    def num_params(self) -> int:
+        return sum(o * i for o, i in self.shapes)
+
+    @property
     def vector_case(self) -> bool:
         """Depth 2 with a scalar input and output: paper (1)'s w1 ∈ R^{k×1}, w2 ∈ R^{1×k} (Sec. 3)."""
         return self.depth == 2 and self.input_dim == 1 and self.output_dim == 1

@@ -91,6 +91,10 @@ class MLP(Model):
         return [params[n] for n in self.names]
 
     @property
+    def num_params(self) -> int:
+        return sum(o * i for o, i in self.shapes)
+
+    @property
     def smooth(self) -> bool:
         return self.activation.smooth
 

@@ -124,6 +124,11 @@ class TwoLayer(Model):
         return Neurons(w=params["w"], a=self._output_weights(params, self.output_dim), b=params.get("b"))
 
     @property
+    def num_params(self) -> int:
+        m = self.width
+        return m * self.input_dim + (self.output_dim * m if self._trainable_a else 0) + (m if self.bias else 0)
+
+    @property
     def smooth(self) -> bool:
         return self.activation.smooth
 
