@@ -47,13 +47,12 @@ class MetricsConfig:
     loss_floor: float = 0.0  # lojasiewicz: L̃ = L − loss_floor
 
     def __post_init__(self) -> None:
-        allowed = f"{AUTO}, or a list of: " + ", ".join([AUTO, *METRICS])
+        options = ", ".join([AUTO, *METRICS])
         require(self.names == AUTO or isinstance(self.names, list), "metrics.names", self.names,
-                "must be " + allowed)
+                f"must be {AUTO}, or a list of: {options}")
         if isinstance(self.names, list):
             for i, name in enumerate(self.names):
-                require(name == AUTO or name in METRICS, f"metrics.names[{i}]", name,
-                        "must be one of " + ", ".join([AUTO, *METRICS]))
+                require(name == AUTO or name in METRICS, f"metrics.names[{i}]", name, f"must be one of {options}")
         require(self.points >= 2, "metrics.points", self.points, "must be >= 2 (first and last step)")
         positive("metrics.every", self.every, allow_none=True)
         require(self.every is None or self.times is None, "metrics.times", self.times,
@@ -116,11 +115,12 @@ class Evaluator:
         first included) and on every member's last row (`ends`: a stop, or the end of the run)."""
         heavy = ends or self.rows == 0 or (grid and self.rows % self.heavy_every == 0)
         sync = s.x.device.type == "cuda"  # time each metric's kernels, not their launch
+        empty = None if heavy else s.x.new_full((s.x.shape[0],), math.nan)  # the heavy columns' cells here
         out: Values = {}
         with torch.no_grad():
             for name, metric in self.metrics.items():
                 if metric.heavy and not heavy:
-                    out.update({c: s.x.new_full((s.x.shape[0],), math.nan) for c in self._heavy_columns[name]})
+                    out.update(dict.fromkeys(self._heavy_columns[name], empty))
                     continue
                 start = time.perf_counter()
                 if metric.remembers:

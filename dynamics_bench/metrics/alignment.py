@@ -24,23 +24,23 @@ TINY = 1e-300  # a zero student's direction: 0/TINY = 0, not NaN
 TEACHER_ACTIVATIONS = ("relu", "abs")  # where the teacher metrics have the paper's meaning
 
 
-def _geometry(s: Snapshot) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Once per snapshot, for both metrics: ‖w_j‖ (E, m), w̄_j = w_j/‖w_j‖ (E, m, d; 0 for a zero student),
-    cos_ji (E, m, r) signed, the same in absolute value when an activation is even, and each student's best
-    (E, m): its largest (absolute) cosine."""
-    def compute() -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        w, teacher = s.model.neurons(s.params).w, s.task.teacher
-        norms = torch.linalg.vector_norm(w, dim=2)
-        unit = w / norms.clamp_min(TINY)[..., None]
+def _geometry(s: Snapshot) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Once per snapshot, for both metrics: the effective output weights a (E, out, m), ‖w_j‖ (E, m),
+    w̄_j = w_j/‖w_j‖ (E, m, d; 0 for a zero student), cos_ji (E, m, r) signed, the same in absolute value when an
+    activation is even, and each student's best (E, m): its largest (absolute) cosine."""
+    def compute() -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        neurons, teacher = s.model.neurons(s.params), s.task.teacher
+        norms = torch.linalg.vector_norm(neurons.w, dim=2)
+        unit = neurons.w / norms.clamp_min(TINY)[..., None]
         cos = unit @ teacher.directions.T
         near = cos.abs() if s.model.activation.even or ACTIVATIONS[teacher.activation].even else cos
-        return norms, unit, cos, near, near.amax(2)
+        return neurons.a, norms, unit, cos, near, near.amax(2)
     return s.cached("teacher_geometry", compute)
 
 
 def alignment(s: Snapshot) -> dict[str, Tensor]:
-    norms, _, _, cos, best_student = _geometry(s)
-    weight = torch.linalg.vector_norm(s.model.neurons(s.params).a, dim=1) * norms  # (E, m) ‖a_j‖·‖w_j‖
+    a, norms, _, _, cos, best_student = _geometry(s)
+    weight = torch.linalg.vector_norm(a, dim=1) * norms  # (E, m) ‖a_j‖·‖w_j‖
     live = weight > LIVE_FRACTION * weight.amax(1, keepdim=True)
     return {
         "alignment_teacher_min": cos.amax(1).amin(1),
@@ -55,8 +55,8 @@ def teacher(s: Snapshot) -> dict[str, Tensor]:
     max_i ‖ŵ_i − w_i*‖/‖w_i*‖. Angles are up to sign for abs (d ∈ [0, π/2]) and signed for relu (d ∈ [0, π]).
     A comes from cosines: sin² d_j = 1 − cos² d_j is accurate to ~2e-16 absolute, so A to ~2e-16·Σ|c_j|."""
     star = s.task.teacher
-    norms, unit, cos, near, best = _geometry(s)
-    c = s.model.neurons(s.params).a[:, 0] * norms  # (E, m) signed output mass c_j = a_j‖w_j‖
+    a, norms, unit, cos, near, best = _geometry(s)
+    c = a[:, 0] * norms  # (E, m) signed output mass c_j = a_j‖w_j‖
     # (E, m, r): c_j on the teacher closest to j, T(j) (the first of tied teachers), 0 on the others
     share = torch.zeros_like(near).scatter_(2, near.argmax(2, keepdim=True), c.unsqueeze(2))
     mass = share.sum(1)  # (E, r) M_i

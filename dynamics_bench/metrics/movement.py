@@ -11,6 +11,7 @@ excluded).
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -43,27 +44,29 @@ def _per_layer(names: tuple[str, ...], prefix: str, change: Tensor, inverse: Ten
     return dict(zip(_columns(prefix, names), (*change.unbind(1), *(change * inverse).unbind(1))))
 
 
-def layer_change(s: Snapshot, memory: Memory) -> tuple[Values, Memory]:
-    """layer_change/<name> ‖W(t) − W(0)‖_F, layer_change_rel/<name> (÷ ‖W(0)‖_F), neuron_change_max."""
+def _change_by_layer(s: Snapshot, memory: Memory, norm: Callable[[Tensor], Tensor],
+                     prefix: str) -> tuple[Values, Memory, Params]:
+    """<prefix>/<name> norm(W(t) − W(0)) and <prefix>_rel/<name> (÷ norm(W(0)), kept from the first row) per
+    weight matrix; also the matrices' changes."""
     changes = weight_matrices(s.changes())
     if not memory:
-        norms0 = torch.stack([torch.linalg.matrix_norm(w) for w in weight_matrices(s.params0).values()], 1)
-        memory = {"inverse_norm0": _inverse(norms0)}
-    change = torch.stack([torch.linalg.matrix_norm(d) for d in changes.values()], 1)  # (E, layers)
+        memory = {"inverse_norm0": _inverse(torch.stack([norm(w) for w in weight_matrices(s.params0).values()], 1))}
+    change = torch.stack([norm(d) for d in changes.values()], 1)  # (E, layers)
+    return _per_layer(tuple(changes), prefix, change, memory["inverse_norm0"]), memory, changes
+
+
+def layer_change(s: Snapshot, memory: Memory) -> tuple[Values, Memory]:
+    """layer_change/<name> ‖W(t) − W(0)‖_F, layer_change_rel/<name> (÷ ‖W(0)‖_F), neuron_change_max."""
+    values, memory, changes = _change_by_layer(s, memory, torch.linalg.matrix_norm, "layer_change")
     first = next(iter(changes.values()))  # (E, m, d): row j is neuron j's move
-    values = _per_layer(tuple(changes), "layer_change", change, memory["inverse_norm0"])
     values["neuron_change_max"] = torch.linalg.vector_norm(first, dim=2).amax(1)
     return values, memory
 
 
 def layer_change_spec(s: Snapshot, memory: Memory) -> tuple[Values, Memory]:
     """layer_change_spec/<name> ‖W(t) − W(0)‖₂ and layer_change_spec_rel/<name> (÷ ‖W(0)‖₂); exact (SVD)."""
-    changes = weight_matrices(s.changes())
-    if not memory:
-        norms0 = torch.stack([_spectral(w) for w in weight_matrices(s.params0).values()], 1)
-        memory = {"inverse_norm0": _inverse(norms0)}
-    change = torch.stack([_spectral(d) for d in changes.values()], 1)
-    return _per_layer(tuple(changes), "layer_change_spec", change, memory["inverse_norm0"]), memory
+    values, memory, _ = _change_by_layer(s, memory, _spectral, "layer_change_spec")
+    return values, memory
 
 
 def activation_flips(s: Snapshot, memory: Memory) -> tuple[Values, Memory]:
