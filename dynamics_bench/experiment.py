@@ -13,7 +13,7 @@ import sys
 import time
 import traceback
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
@@ -29,8 +29,8 @@ from dynamics_bench.clocks import check_grid
 from dynamics_bench.metrics import MetricsConfig, Settings, Snapshot, select_metrics
 from dynamics_bench.metrics.base import Metric
 from dynamics_bench.models import build_model
-from dynamics_bench.models.base import Params
-from dynamics_bench.objective import Objective
+from dynamics_bench.models.base import Params, TaskView
+from dynamics_bench.objective import Objective, ObjectiveConfig, build_objective
 from dynamics_bench.recorder import Recorder
 from dynamics_bench.sinks import LoggerConfig
 from dynamics_bench.tasks import build_task
@@ -116,10 +116,17 @@ def build(cfg: DictConfig | dict) -> Experiment:
     logger_cfg = parse_section(LoggerConfig, _section(plain, "logger"), "logger")
     loss = build_loss(_section(plain, "loss"))
     task = build_task(_section(plain, "task"), dtype=dtype, device=device)
-    model = build_model(_section(plain, "model"), input_dim=task.input_dim, output_dim=loss.output_dim(task))
-    objective = Objective(model=model, loss=loss, sum_over_samples=task.sum_over_samples)
+    model_section = _section(plain, "model")
+    objective_keys = {f.name for f in fields(ObjectiveConfig)}
+    objective_cfg = parse_section(ObjectiveConfig, {k: v for k, v in model_section.items() if k in objective_keys},
+                                  "model")
+    model = build_model({k: v for k, v in model_section.items() if k not in objective_keys},
+                        input_dim=task.input_dim, output_dim=loss.output_dim(task))
+    objective = build_objective(model, loss, task, objective_cfg, model_name=model_section.get("name"),
+                                trainer=trainer_section.get("name"))
     x, y = task.data()
-    model.prepare(lambda p: objective.loss({k: v.to(x) for k, v in p.items()}, x, y))  # p: float64 CPU
+    model.prepare(task_view(task, objective))
+    model.check_members(size)
     schedule = trainer_cfg.schedule(torch.finfo(dtype).eps)
     check_batch_size(task, schedule.batch_size)
     require(not (schedule.adaptive and task.online), "trainer.method", trainer_section.get("method"),
@@ -134,9 +141,26 @@ def build(cfg: DictConfig | dict) -> Experiment:
     metrics = select_metrics(metrics_cfg.names, objective, task)
     settings = metrics_cfg.settings(x.shape[0], None if schedule.adaptive else schedule.h)
     for check in (m.check for m in metrics.values() if m.check is not None):
-        check(parameters=model.num_params, members=size, settings=settings, device=device, dtype=dtype)
+        check(parameters=objective.num_params, members=size, settings=settings, device=device, dtype=dtype)
     return Experiment(plain, seed, size, device, dtype, task, objective, schedule,
                       metrics_cfg, metrics, settings, logger_cfg)
+
+
+def task_view(task: Task, objective: Objective) -> TaskView:
+    """What the model may know of its task before step 0 (float64 CPU), with the cost of the plain network: the
+    population or sample loss of one member's unbatched parameters, whatever lazy or linearized model is trained."""
+    x, y = task.data()
+    cpu = lambda t: None if t is None else t.detach().to(device="cpu", dtype=torch.float64)  # noqa: E731
+    loss = objective.loss_fn
+    plain = objective if not objective.config.anchored else Objective(
+        model=objective.model, loss=loss, sum_over_samples=task.sum_over_samples)
+    modes = task.modes()
+    return TaskView(cost=lambda p: plain.loss({k: v.to(x) for k, v in p.items()}, x, y).to(torch.float64),
+                    x=cpu(x), y=y.detach().cpu() if loss.classification else cpu(y), task=task.name, loss=loss.name,
+                    reduction="sum" if task.sum_over_samples else loss.reduction, population=task.population,
+                    teacher_weights=cpu(task.teacher.weights) if task.teacher is not None else None,
+                    teacher_activation=task.teacher.activation if task.teacher is not None else None,
+                    modes=None if modes is None else tuple(cpu(t) for t in modes), whitened=task.whitened)
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -259,7 +283,9 @@ def run_experiment(exp: Experiment, out_dir: str | Path) -> dict[str, Any]:
     recorder = Recorder(out_dir, exp.metrics, heavy_every=exp.metrics_config.heavy_every,
                         ensemble_size=exp.ensemble_size, logger=exp.logger, save_params=exp.metrics_config.save_params)
     try:
+        torch.save(exp.task.state(), out_dir / "task.pt")  # what the task drew, before any work
         params0 = init_params(exp)
+        exp.objective.anchor(params0)
         data_generators = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in exp.member_seeds]
         batches = make_batches(exp.task, exp.schedule.batch_size, exp.ensemble_size, data_generators)
         x, y = exp.task.data()

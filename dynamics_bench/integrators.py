@@ -72,40 +72,42 @@ def _combine(stages: list[Params], weights: tuple[float, ...] | Tensor, key: str
 class Step:
     """One attempted step from θ_k: θ_{k+1} = θ_k − h·direction (per parameter, in params order)."""
 
-    stages: list[Params]  # g_1 = ∇L(θ_k), ..., g_s
+    stages: list[Params]  # g_1 = ∇L(θ_k), ..., g_s, over the trainable parameters
     h: StepSize
-    direction: list[Tensor]  # Σ b_i g_i
+    direction: Params  # Σ b_i g_i, per trainable parameter
     error: Tensor | None  # (E,) RMS of the error estimate over tol = atol + rtol·max(|θ_k|, |θ_{k+1}|); ≤ 1 passes
     end: tuple[Tensor, Params] | None  # (L, ∇L) at θ_{k+1} for FSAL methods
 
-    def increment(self, key_index: int) -> Tensor:
-        return -_scale(self.h, self.direction[key_index])
+    def increment(self, key: str) -> Tensor:
+        return -_scale(self.h, self.direction[key])
 
 
 def rk_step(method: Tableau, grad_fn: GradFn, params: Params, h: StepSize, first: tuple[Tensor, Params],
             rtol: float = 0.0, atol: float = 0.0) -> Step:
-    """One step of `method` from θ_k = params with first stage `first` = (L(θ_k), ∇L(θ_k))."""
+    """One step of `method` from θ_k = params with first stage `first` = (L(θ_k), ∇L(θ_k)). Only the parameters
+    the gradient has (the trainable ones) move; the others are passed through."""
     stages = [first[1]]
     end = None
     for row in method.a:
-        point = {k: p - _scale(h, _combine(stages, row, k)) for k, p in params.items()}
+        point = {k: p - _scale(h, _combine(stages, row, k)) if k in first[1] else p for k, p in params.items()}
         loss, grad = grad_fn(point)
         stages.append(grad)
     if method.fsal:
         end = (loss, grad)
-    direction = [_combine(stages, method.b, k) for k in params]
+    direction = {k: _combine(stages, method.b, k) for k in first[1]}
     error = None
     if method.b_low is not None:
         error = _error_norm(method, stages, params, direction, h, rtol, atol)
     return Step(stages, h, direction, error, end)
 
 
-def _error_norm(method: Tableau, stages: list[Params], params: Params, direction: list[Tensor], h: StepSize,
+def _error_norm(method: Tableau, stages: list[Params], params: Params, direction: Params, h: StepSize,
                 rtol: float, atol: float) -> Tensor:
-    """Per-member RMS over all entries of (θ̂_{k+1} − θ_{k+1}) / (atol + rtol·max(|θ_k|, |θ_{k+1}|))."""
+    """Per-member RMS over all trainable entries of (θ̂_{k+1} − θ_{k+1}) / (atol + rtol·max(|θ_k|, |θ_{k+1}|))."""
     diff = tuple(b - bl for b, bl in zip(method.b, method.b_low))
     total, count = 0.0, 0
-    for (key, p), d in zip(params.items(), direction):
+    for key, d in direction.items():
+        p = params[key]
         new = p - _scale(h, d)
         err = _scale(h, _combine(stages, diff, key))
         tol = atol + rtol * torch.maximum(p.abs(), new.abs())
@@ -118,20 +120,22 @@ def _error_norm(method: Tableau, stages: list[Params], params: Params, direction
 def dense_point(method: Tableau, step: Step, params: Params, s: Tensor) -> Params:
     """θ(t_k + s·h) from the step's stages, s (E,) in [0, 1] per member (the method's continuous extension)."""
     weights = method.dense(s)  # (E, stages)
-    return {k: p - _scale(step.h, _combine(step.stages, weights, k)) for k, p in params.items()}
+    return {k: p - _scale(step.h, _combine(step.stages, weights, k)) if k in step.direction else p
+            for k, p in params.items()}
 
 
 def advance(params: Params, step: Step, moving: Tensor | None) -> None:
-    """θ −= h·direction in place, for the members in `moving` ((E,) bool; None: all)."""
+    """θ −= h·direction in place over the trainable parameters, for the members in `moving` ((E,) bool; None: all)."""
     with torch.no_grad():
         if moving is None and isinstance(step.h, float):
-            torch._foreach_add_(list(params.values()), step.direction, alpha=-step.h)  # one fused call
+            torch._foreach_add_([params[k] for k in step.direction], list(step.direction.values()),
+                                alpha=-step.h)  # one fused call
             return
-        for i, p in enumerate(params.values()):
-            inc = step.increment(i)
+        for key in step.direction:
+            inc = step.increment(key)
             if moving is not None:  # where, not a product: a stopped member's increment may be NaN
                 inc = torch.where(per_member(moving, inc), inc, 0.0)
-            p.add_(inc)
+            params[key].add_(inc)
 
 
 # --- tableaus and their continuous extensions (Hairer–Nørsett–Wanner I, II.6) ---

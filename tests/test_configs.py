@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from dynamics_bench import CONF_DIR
@@ -25,6 +26,8 @@ COMPANIONS: dict[str, list[str]] = {
     "task=classification": ["loss=cross_entropy"],  # a classification task needs a classification loss
 }
 
+DATASET = "task=dataset"  # reads a user's file: task.path has no default, so the tests write one (data_file)
+
 CASES = [f"{group}={option}" for group in GROUPS for option in options(group)]
 EXPERIMENTS = [f"experiment={option}" for option in options("experiment")]
 
@@ -35,8 +38,18 @@ def test_every_group_has_options():
     assert (CONF_DIR / "experiment").is_dir()
 
 
-def with_companions(choice: str) -> list[str]:
-    return [choice, *COMPANIONS.get(choice, [])]
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory) -> str:
+    """A small regression data set for task=dataset: x (8, 3), y (8, 2)."""
+    path = tmp_path_factory.mktemp("dataset") / "data.pt"
+    gen = torch.Generator().manual_seed(0)
+    torch.save({"x": torch.randn(8, 3, generator=gen), "y": torch.randn(8, 2, generator=gen)}, path)
+    return str(path)
+
+
+def with_companions(choice: str, data_file: str) -> list[str]:
+    path = [f"task.path={data_file}"] if choice == DATASET else []
+    return [choice, *COMPANIONS.get(choice, []), *path]
 
 
 def capped(*overrides: str) -> list[str]:
@@ -75,13 +88,14 @@ def check_run(tmp_path, overrides: list[str]) -> None:
 
 
 @pytest.mark.parametrize("choice", CASES)
-def test_option_builds(choice):
+def test_option_builds(choice, data_file):
     """Every option composes and builds with the defaults (plus its companion, if it needs one), and what was
     built is the option's file: each of its literal values reached the experiment's config."""
-    exp = build(make_cfg(*with_companions(choice)))
+    overrides = with_companions(choice, data_file)
+    exp = build(make_cfg(*overrides))
     group, option = choice.split("=")
     values = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{option}.yaml"))
-    overridden = {item.split("=")[0] for item in QUIET}
+    overridden = {item.split("=")[0] for item in [*QUIET, *overrides]}
     for key, value in values.items():
         if isinstance(value, str) and value.startswith("${") or f"{group}.{key}" in overridden:
             continue  # an interpolation resolves to another key; the test helpers override a few keys
@@ -89,8 +103,8 @@ def test_option_builds(choice):
 
 
 @pytest.mark.parametrize("choice", CASES)
-def test_option_runs(tmp_path, choice):
-    check_run(tmp_path, capped(*with_companions(choice)))
+def test_option_runs(tmp_path, choice, data_file):
+    check_run(tmp_path, capped(*with_companions(choice, data_file)))
 
 
 @pytest.mark.parametrize("choice", EXPERIMENTS)

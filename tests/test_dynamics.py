@@ -17,7 +17,7 @@ import torch
 
 from dynamics_bench.integrators import EULER, rk_step
 from dynamics_bench.experiment import build, init_params
-from tests.closed_forms import vector_case_time
+from dynamics_bench.theory import vector_case_time
 from tests.conftest import make_cfg, run_overrides
 
 FAST = ("logger.tensorboard=false",)
@@ -123,7 +123,7 @@ def gd_step(exp, lr: float) -> tuple[dict, dict, dict]:
     x, y = x.expand(exp.ensemble_size, *x.shape), y.expand(exp.ensemble_size, *y.shape)
     fn = lambda p: exp.objective.loss_and_grad(p, x, y)  # noqa: E731
     step = rk_step(EULER, fn, params, lr, fn(params))
-    new = {k: p - step.h * d for (k, p), d in zip(params.items(), step.direction)}
+    new = {k: p - step.h * step.direction[k] for k, p in params.items()}
     return params, step.stages[0], new
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy.integrate import quad, solve_ivp
 
-from tests.closed_forms import vector_case_time
+from dynamics_bench.theory import vector_case_time
 from tests.conftest import run_overrides
 
 K, Y = 4, 2.0  # vector case width and scalar target

@@ -262,7 +262,7 @@ def loj(model, params, rows: list[tuple[float, float, float]], floor: float = 0.
     return out
 
 
-LINEAR = SimpleNamespace(input_dim=1, output_dim=1)  # the metric reads only L, ‖∇L‖ and t
+LINEAR = SimpleNamespace(input_dim=1, output_dim=1, param_shapes={})  # the metric reads only L, ‖∇L‖ and t
 ONE = {"W1": t([[[1.0]]])}
 
 

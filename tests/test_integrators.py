@@ -29,7 +29,7 @@ from dynamics_bench.experiment import build, init_params
 from dynamics_bench.integrators import BOSH3, DOPRI5, EULER, INTEGRATORS, Tableau, advance, dense_point, rk_step
 from dynamics_bench.trainer import _Previous, locate_crossing, train
 from dynamics_bench.trainers import GDConfig, Schedule
-from tests.closed_forms import vector_case_time
+from dynamics_bench.theory import vector_case_time
 from tests.conftest import make_cfg, run_overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")

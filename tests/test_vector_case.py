@@ -20,7 +20,7 @@ from dynamics_bench.experiment import build, init_params
 from dynamics_bench.metrics import METRICS, select_metrics
 from dynamics_bench.models import build_model
 from dynamics_bench.models.deep_linear import DeepLinear
-from tests.closed_forms import vector_case_time
+from dynamics_bench.theory import vector_case_time
 from tests.conftest import make_cfg, run_overrides
 
 F64 = torch.float64

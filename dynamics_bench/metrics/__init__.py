@@ -21,6 +21,7 @@ from dynamics_bench.metrics.basic import BASIC
 from dynamics_bench.metrics.hessian import HESSIAN
 from dynamics_bench.metrics.imbalance import IMBALANCE
 from dynamics_bench.metrics.lojasiewicz import LOJASIEWICZ
+from dynamics_bench.metrics.modes import MODES
 from dynamics_bench.metrics.movement import MOVEMENT
 from dynamics_bench.metrics.ntk import NTK
 from dynamics_bench.metrics.vector_case import VECTOR_CASE
@@ -29,7 +30,7 @@ from dynamics_bench.objective import Objective
 from dynamics_bench.tasks.base import Task
 
 METRICS: dict[str, Metric] = {**BASIC, **IMBALANCE, **ALIGNMENT, **VECTOR_CASE, **LOJASIEWICZ, **MOVEMENT, **NTK,
-                              **HESSIAN}
+                              **HESSIAN, **MODES}
 AUTO = "auto"  # every light metric that applies; also an item of a list: [auto, hessian]
 
 

@@ -75,16 +75,21 @@ class Snapshot:
         return self._cache[key]
 
     def outputs(self) -> Tensor:
-        """Model outputs on the data set, (E, n, out)."""
-        return self.cached("outputs", lambda: self.model.forward(self.params, self.x))
+        """The trained model's outputs on the data set (lazy or linearized where so configured), (E, n, out)."""
+        return self.cached("outputs", lambda: self.objective.forward(self.params, self.x))
+
+    def trainable(self, params: Params | None = None) -> Params:
+        """The trainable parameters of `params` (default θ_t): all but those model.train_layers leaves out."""
+        params = self.params if params is None else params
+        return {k: params[k] for k in self.objective.trainable}
 
     def grad_norm(self) -> Tensor:
-        """‖∇L‖ over all parameters, (E,)."""
+        """‖∇L‖ over the trainable parameters, (E,)."""
         return self.cached("grad_norm", lambda: flat_norm(self.loss_and_grad()[1]))
 
     def changes(self) -> Params:
-        """θ_t − θ_0 per parameter."""
-        return self.cached("changes", lambda: {k: p - self.params0[k] for k, p in self.params.items()})
+        """θ_t − θ_0 per trainable parameter."""
+        return self.cached("changes", lambda: {k: self.params[k] - self.params0[k] for k in self.objective.trainable})
 
     def probe(self) -> tuple[Tensor, Tensor]:
         """The probe set: the first settings.probe samples of the data set, x (E, N, d) and y."""

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from dynamics_bench.config import ConfigError
 from dynamics_bench.metrics.base import Metric, Settings, Snapshot, Values, finite_members_only, free_memory
-from dynamics_bench.models.base import Params, parameter_count
+from dynamics_bench.models.base import Params
 
 NEGATIVE = 1e-8  # hessian_negative counts the eigenvalues below −NEGATIVE·max|λ| (float64)
 BREAKDOWN = 1e-10  # a Lanczos residual below this × ‖T‖ has exhausted its Krylov space: restart there
@@ -38,9 +38,9 @@ def hessian_product(s: Snapshot) -> MatVec:
 
     Double backward: the gradient's graph is built once, and each product is one backward through it (an
     order of magnitude cheaper than rebuilding it per product with forward-over-reverse)."""
-    leaves = {k: v.detach().requires_grad_(True) for k, v in s.params.items()}
+    full, leaves = s.objective.leaves(s.params)  # only the trainable parameters are differentiated
     with torch.enable_grad():
-        loss = s.objective.loss(leaves, s.x, s.y).sum()
+        loss = s.objective.loss(full, s.x, s.y).sum()
         gradient = torch.autograd.grad(loss, list(leaves.values()), create_graph=True)
         gradient = flatten(dict(zip(leaves, gradient)))
 
@@ -134,7 +134,7 @@ def hessian(s: Snapshot) -> Values:
     """hessian_max, hessian_min, hessian_negative (dense only; empty under Lanczos) and, for fixed-step trainers,
     sharpness_lr = λ_max·h."""
     product, like = hessian_product(s), next(iter(s.params.values()))
-    size, dim = like.shape[0], parameter_count(s.params)
+    size, dim = like.shape[0], s.objective.num_params
     if dim <= s.settings.hessian_dense_max:
         eigenvalues = dense_spectrum(product, size, dim, like)
         low, high = eigenvalues[:, 0], eigenvalues[:, -1]

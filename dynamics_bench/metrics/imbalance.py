@@ -37,7 +37,7 @@ def layer_imbalances(model: DeepLinear, params: Params) -> tuple[Tensor, Tensor]
 def neuron_imbalances(model: TwoLayer, params: Params) -> tuple[Tensor, Tensor]:
     """q_j = ‖a_j‖² − h_j (E, m) and the sizes of its two terms ‖a_j‖² + |h_j| (E, m), the scale q_j's
     round-off and a relative drift are measured against (|q_j| itself may be 0, and H has no fixed constant)."""
-    n = model.neurons(params)
+    n = model.stored_neurons(params)  # stored: the conserved variables (also under parameterization=ntk)
     a_sq, h = n.a.pow(2).sum(1), _incoming_term(model.activation, n)  # (E, m)
     return a_sq - h, a_sq + h.abs()
 
@@ -87,6 +87,10 @@ _GROUPS: dict[type, tuple[Groups, Reason]] = {
 
 
 def _requires(objective, task) -> str | None:
+    if objective.frozen:  # the conservation law pairs each layer with the next: both must move
+        return "needs every parameter trained (model.train_layers freezes " + ", ".join(objective.frozen) + ")"
+    if objective.config.linearize:  # the Taylor model lacks the rescaling symmetry behind the law
+        return "does not apply to a linearized model (model.linearize=true)"
     entry = _GROUPS.get(type(objective.model))
     return entry[1](objective.model, task) if entry else "needs model=deep_linear or model=two_layer"
 

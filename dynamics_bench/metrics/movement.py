@@ -50,7 +50,8 @@ def _change_by_layer(s: Snapshot, memory: Memory, norm: Callable[[Tensor], Tenso
     weight matrix; also the matrices' changes."""
     changes = weight_matrices(s.changes())
     if not memory:
-        memory = {"inverse_norm0": _inverse(torch.stack([norm(w) for w in weight_matrices(s.params0).values()], 1))}
+        start = weight_matrices(s.trainable(s.params0)).values()
+        memory = {"inverse_norm0": _inverse(torch.stack([norm(w) for w in start], 1))}
     change = torch.stack([norm(d) for d in changes.values()], 1)  # (E, layers)
     return _per_layer(tuple(changes), prefix, change, memory["inverse_norm0"]), memory, changes
 
@@ -58,7 +59,8 @@ def _change_by_layer(s: Snapshot, memory: Memory, norm: Callable[[Tensor], Tenso
 def layer_change(s: Snapshot, memory: Memory) -> tuple[Values, Memory]:
     """layer_change/<name> ‖W(t) − W(0)‖_F, layer_change_rel/<name> (÷ ‖W(0)‖_F), neuron_change_max."""
     values, memory, changes = _change_by_layer(s, memory, torch.linalg.matrix_norm, "layer_change")
-    first = next(iter(changes.values()))  # (E, m, d): row j is neuron j's move
+    name = next(iter(weight_matrices(s.params)))  # the first layer, trained or not
+    first = changes.get(name, torch.zeros_like(s.params[name]))  # (E, m, d): row j is neuron j's move
     values["neuron_change_max"] = torch.linalg.vector_norm(first, dim=2).amax(1)
     return values, memory
 
@@ -92,8 +94,15 @@ def _kinked_hidden_units(objective, task) -> str | None:
     return None
 
 
+def _trained_matrix(objective, task) -> str | None:
+    shapes = objective.model.param_shapes
+    if any(len(shapes[k]) == 2 for k in objective.trainable):
+        return None
+    return "needs a trained weight matrix (model.train_layers names none)"
+
+
 MOVEMENT: dict[str, Metric] = {
-    "layer_change": Metric(layer_change, remembers=True),
-    "layer_change_spec": Metric(layer_change_spec, heavy=True, remembers=True),
+    "layer_change": Metric(layer_change, _trained_matrix, remembers=True),
+    "layer_change_spec": Metric(layer_change_spec, _trained_matrix, heavy=True, remembers=True),
     "activation_flips": Metric(activation_flips, _kinked_hidden_units, remembers=True),
 }

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from dynamics_bench.metrics.base import Memory, Metric, Snapshot, Values, finite_members_only, free_memory, relative
 from dynamics_bench.models.base import Model, Params, parameter_count
+from dynamics_bench.objective import Objective
 
 # Rows of J are formed a block at a time, each block with its backward's intermediates at most this large (and at
 # least one row: one row of J is a gradient, 134 MB per member for a 4096-wide m×m layer in float64), so K never
@@ -18,22 +19,27 @@ from dynamics_bench.models.base import Model, Params, parameter_count
 BLOCK_BYTES = 256 * 2**20
 
 
-def ntk_gram(model: Model, params: Params, x: Tensor, block_bytes: int = BLOCK_BYTES) -> Tensor:
-    """K (E, R, R), R = N·o, for every member at once (members never mix, so each gets its own J_e).
+def ntk_gram(model: Model | Objective, params: Params, x: Tensor, block_bytes: int = BLOCK_BYTES) -> Tensor:
+    """K (E, R, R), R = N·o, for every member at once (members never mix, so each gets its own J_e), J the
+    Jacobian of model.forward over the trainable parameters (an Objective's: those of model.train_layers, and
+    the outputs of its lazy or linearized model; a Model's: all).
 
     Exact, by reverse mode: a backward pass of one-hot rows gives rows of J (J_eᵀe_r). When all of J fits in
     block_bytes, K = J Jᵀ. Otherwise K is formed b columns at a time, J_e(J_eᵀe_r), the product with J taken as
     the derivative of the linear map p ↦ J_eᵀp (double backward): memory holds one block of J, never J."""
-    leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    if isinstance(model, Objective):
+        full, leaves = model.leaves(params)
+    else:
+        full = leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     saved = [0]  # bytes the forward keeps for backward: about what each backward row allocates again
 
     def count(t: Tensor) -> Tensor:
         saved[0] += t.numel() * t.element_size()
         return t
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
-        u = model.forward(leaves, x).flatten(1)  # (E, R) sample-major
+        u = model.forward(full, x).flatten(1)  # (E, R) sample-major
     size, rows = u.shape
-    block = rows_per_block(size * parameter_count(params) * u.element_size() + saved[0], rows, block_bytes)
+    block = rows_per_block(size * parameter_count(leaves) * u.element_size() + saved[0], rows, block_bytes)
     eye = torch.eye(rows, dtype=u.dtype, device=u.device)
 
     def rows_of_j(start: int, stop: int, **kw) -> tuple[Tensor, ...]:
@@ -72,7 +78,7 @@ def ntk(s: Snapshot, memory: Memory) -> tuple[Values, Memory]:
     """ntk_lambda_min/max, ntk_trace, ntk_change_rel ‖K_t − K_0‖_F/‖K_0‖_F and, on regression tasks,
     ntk_target_alignment yᵀKy/(‖K‖_F‖y‖²)."""
     x, y = s.probe()
-    k = ntk_gram(s.model, s.params, x, _block_bytes(x.device))
+    k = ntk_gram(s.objective, s.params, x, _block_bytes(x.device))
     if not memory:
         memory = {"k0": k}
     eigenvalues = finite_members_only(torch.linalg.eigvalsh, k)  # ascending

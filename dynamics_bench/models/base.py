@@ -7,9 +7,11 @@ parameters are ``{k: v[e] for k, v in params.items()}``. Models never mix member
 from __future__ import annotations
 
 import math
+import pickle
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -60,6 +62,14 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
+# parameterization -> the multiplier c(fan_in) a layer's stored weights get in the forward pass (mlp, two_layer):
+# standard c = 1 (stored weights N(0, s²/fan_in)); ntk c = 1/√fan_in (stored N(0, s²); Jacot et al. 2018)
+PARAMETERIZATIONS: dict[str, Callable[[int], float]] = {
+    "standard": lambda fan_in: 1.0,
+    "ntk": lambda fan_in: 1.0 / math.sqrt(fan_in),
+}
+
+
 @dataclass(frozen=True)
 class Neurons:
     """A two-layer net's hidden units, for metrics: w (E, m, d) input weights, a (E, out, m) effective output
@@ -70,6 +80,26 @@ class Neurons:
     b: Tensor | None
 
 
+@dataclass(frozen=True)
+class TaskView:
+    """What a model may know about its task before step 0, as plain float64 CPU tensors (no Task import: tasks
+    sit above models). Built by the experiment builder."""
+
+    cost: Callable[[Params], Tensor]  # one member's unbatched params (autograd flows through) -> scalar loss
+    x: Tensor  # (n, d) the fixed data set (matrix_cost: the identity)
+    y: Tensor  # (n, out) targets (classification: (n,) class indices)
+    task: str  # task.name
+    loss: str  # loss.name
+    reduction: str  # loss.reduction over samples ("sum" for matrix_cost, whatever the config says)
+    population: bool = False  # the cost is the closed-form population loss (task.population=true)
+    teacher_weights: Tensor | None = None  # (r, d) on a teacher task: f*(x) = Σ_i σ(w_i*ᵀx)
+    teacher_activation: str | None = None
+    # U (out, r), S (r,), V (in, r): the nonzero singular modes of Σ₃₁ = YᵀX/n (linear_regression) or of the
+    # target (matrix_cost), descending; None on other tasks
+    modes: tuple[Tensor, Tensor, Tensor] | None = None
+    whitened: bool = False  # linear_regression with whiten=true: XᵀX/n = I exactly
+
+
 class Model(ABC):
     """A batched model. Subclasses take keyword-only arguments (their config keys plus input_dim/output_dim)."""
 
@@ -77,19 +107,27 @@ class Model(ABC):
     output_dim: int
     activation: Activation | None = None  # the hidden units' nonlinearity; None for a linear net
 
+    init_file: InitFile | None = None  # init=file: every member's start, loaded when the model is built
+
     @abstractmethod
     def init_params(self, generators: list[torch.Generator]) -> Params:
         """One float64 CPU tensor per parameter, shape (E, ...), member e drawn from generators[e] only, in
         forward order (the input layer's first): metrics read the first weight matrix as the first layer."""
+
+    @property
+    @abstractmethod
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """name -> one member's shape for every parameter, in forward order: all of them, also those
+        model.train_layers may freeze (the keys of init_params and final_params.pt)."""
 
     @abstractmethod
     def forward(self, params: Params, x: Tensor) -> Tensor:
         """x (E, n, input_dim) -> outputs (E, n, output_dim)."""
 
     @property
-    @abstractmethod
     def num_params(self) -> int:
-        """Trainable parameters per member (P), known before any is drawn."""
+        """Parameters per member, all of param_shapes, known before any is drawn."""
+        return sum(math.prod(shape) for shape in self.param_shapes.values())
 
     def preactivations(self, params: Params, x: Tensor) -> list[Tensor]:
         """Each hidden layer's pre-activations (E, n, units), input side first; [] without hidden nonlinearity."""
@@ -101,12 +139,23 @@ class Model(ABC):
         assumes it."""
         return True
 
-    def prepare(self, cost: Callable[[Params], Tensor]) -> None:
-        """Learn what an init or a metric needs to know about the cost before step 0 (default: nothing).
+    def prepare(self, task: TaskView) -> None:
+        """Learn what an init or a metric needs to know about the task and cost before step 0 (default: nothing).
 
-        `cost` maps one member's unbatched parameters (float64 CPU tensors; autograd flows through) to the
-        scalar training loss on the task's fixed data.
-        Called once by the experiment builder; raises ConfigError when the cost rules out the chosen init."""
+        Called once by the experiment builder, before init_params; raises ConfigError when the task rules out
+        the chosen init."""
+
+    def check_members(self, size: int) -> None:
+        """ConfigError naming ensemble.size when the init cannot start `size` members (init=file holds a fixed
+        number of starts); called by the experiment builder before any work."""
+        if self.init_file is not None:
+            self.init_file.check_members(size)
+
+    def draw(self, generators: list[torch.Generator], member: Callable[[torch.Generator], Params] | None) -> Params:
+        """What init_params returns: init=file's starts, else member(generators[e]) stacked over members."""
+        if self.init_file is not None:
+            return self.init_file.starts(len(generators))
+        return stack_members([member(g) for g in generators])
 
 
 def gaussian(gen: torch.Generator, shape: tuple[int, ...], std: float) -> Tensor:
@@ -142,6 +191,16 @@ def explicit_matrices(key: str, values: list | None, shapes: list[tuple[int, int
     return out
 
 
+def paired_rows(t: Tensor) -> Tensor:
+    """(h, ...) -> (2h, ...): rows 2j and 2j+1 both t[j] (init=symmetric's twin units)."""
+    return t.repeat_interleave(2, dim=0)
+
+
+def opposite_columns(t: Tensor) -> Tensor:
+    """(o, h) -> (o, 2h): columns 2j and 2j+1 are t[:, j] and −t[:, j], so twin units cancel in the output."""
+    return torch.stack([t, -t], dim=-1).flatten(-2)
+
+
 def stack_members(members: list[Params]) -> Params:
     """[{name: tensor}] per member -> {name: (E, ...) tensor}."""
     return {k: torch.stack([p[k] for p in members]) for k in members[0]}
@@ -161,11 +220,67 @@ def fan_in_std(scale: float, fan_in: int) -> float:
     return scale / math.sqrt(fan_in)
 
 
-def check_init(init: str, init_scale: float, init_values: list | None, allowed: Iterable[str]) -> None:
-    """The checks every model shares: model.init is one of `allowed`, model.init_scale > 0, and
-    model.init_values is given only with model.init=explicit (a silently ignored value is a bug)."""
+def check_init(init: str, init_scale: float, init_values: list | None, allowed: Iterable[str],
+               init_path: str | None = None) -> None:
+    """The checks every model shares: model.init is one of `allowed`, model.init_scale > 0, model.init_values
+    is given only with model.init=explicit and model.init_path only (and always) with model.init=file."""
     choice("model.init", init, allowed)
     positive("model.init_scale", init_scale)
     shown = init_values if init_values is None else f"<{len(init_values)} matrices>"
-    require(init_values is None or init == "explicit", "model.init_values", shown,
-            "must be null unless model.init=explicit")
+    null_unless(init, "explicit", "model.init_values", init_values, shown)
+    null_unless(init, "file", "model.init_path", init_path)
+    require(init != "file" or init_path, "model.init_path", init_path,
+            "model.init=file needs it: a .pt file of {name: (E, ...) tensor}, like a run's final_params.pt")
+
+
+def null_unless(init: str, owner: str, key: str, value: Any, shown: Any = None) -> None:
+    """A key that only model.init=`owner` reads must be null under any other init: a silently ignored value
+    is a bug. `shown`: how to print the value (default: itself)."""
+    require(value is None or init == owner, key, value if shown is None else shown,
+            f"must be null unless model.init={owner}")
+
+
+class InitFile:
+    """init=file: every member's starting parameters from ``model.init_path``, a .pt file {name: (E, ...) tensor}
+    keyed like final_params.pt, so a run can start where another ended, or one run of E members can start a
+    grid of E points. Read and checked when the model is built; a relative path is relative to the cwd."""
+
+    def __init__(self, path: str, shapes: dict[str, tuple[int, ...]]):
+        self.path = path
+        self.params = _read_starts(path, shapes)  # float64 CPU, in the model's order
+        self.members = next(iter(self.params.values())).shape[0]  # E
+
+    def check_members(self, size: int) -> None:
+        require(size == self.members, "ensemble.size", size,
+                f"must be {self.members}: model.init_path={self.path} holds {self.members} members' starts")
+
+    def starts(self, members: int) -> Params:
+        """Copies of the starts (the caller may train them in place) for `members` members."""
+        self.check_members(members)
+        return {k: v.clone() for k, v in self.params.items()}
+
+
+def _read_starts(path: str, shapes: dict[str, tuple[int, ...]]) -> Params:
+    """The file's tensors as float64 CPU (E, ...), or ConfigError naming model.init_path and what is wrong."""
+    key = "model.init_path"
+    try:
+        data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise ConfigError(key, path, f"cannot be read as a .pt file of tensors ({type(exc).__name__}: {exc})") from exc
+    require(isinstance(data, dict) and all(isinstance(v, Tensor) for v in data.values()), key, path,
+            "must hold a dict {name: tensor}, like a run's final_params.pt")
+    want = ", ".join(shapes)
+    require(set(data) == set(shapes), key, path, f"holds parameters {', '.join(map(str, data))}; this model's are "
+            f"{want} (missing: {', '.join(k for k in shapes if k not in data) or 'none'}, unknown: "
+            f"{', '.join(str(k) for k in data if k not in shapes) or 'none'})")
+    for name, shape in shapes.items():
+        got = tuple(data[name].shape)
+        require(len(got) == len(shape) + 1 and got[1:] == shape, key, path,
+                f"{name} has shape {got}; this model needs (E, {', '.join(map(str, shape))}) (E members first)")
+    sizes = {name: data[name].shape[0] for name in shapes}
+    require(len(set(sizes.values())) == 1 and min(sizes.values()) >= 1, key, path,
+            f"every tensor must hold the same number E >= 1 of members; got {sizes}")
+    out = {name: data[name].to(dtype=torch.float64) for name in shapes}
+    bad = [name for name, v in out.items() if not bool(v.isfinite().all())]
+    require(not bad, key, path, f"{', '.join(bad)} holds non-finite values (NaN or inf): a diverged run's end?")
+    return out

@@ -9,6 +9,7 @@ import torch
 from dynamics_bench.config import choice, parse_section
 from dynamics_bench.tasks.base import Task, Teacher
 from dynamics_bench.tasks.classification import Classification, ClassificationConfig
+from dynamics_bench.tasks.dataset import DatasetConfig, DatasetTask
 from dynamics_bench.tasks.linear_regression import LinearRegression, LinearRegressionConfig
 from dynamics_bench.tasks.matrix_cost import MatrixCost, MatrixCostConfig
 from dynamics_bench.tasks.teacher import TeacherConfig, TeacherTask
@@ -18,6 +19,7 @@ TASKS: dict[str, tuple[type, type[Task]]] = {
     "matrix_cost": (MatrixCostConfig, MatrixCost),
     "teacher": (TeacherConfig, TeacherTask),
     "classification": (ClassificationConfig, Classification),
+    "dataset": (DatasetConfig, DatasetTask),
 }
 
 

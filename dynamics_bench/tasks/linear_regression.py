@@ -2,7 +2,8 @@
 
 Saxe, McClelland, Ganguli (2014): with whitened inputs, (1/n)XᵀX = I, and no noise, the input-output
 correlation Σ³¹ = (1/n)YᵀX equals the target M = U diag(s) Vᵀ exactly, and under ½‖Y − XWᵀ‖² each
-singular mode s_α of M is learned independently (theory.md §3).
+singular mode s_α of M is learned independently (theory.md §3). modes() gives the modes of Σ³¹ as drawn
+(with noise or unwhitened inputs they differ from M's).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from torch import Tensor
 
 from dynamics_bench.config import positive, require
 from dynamics_bench.models.base import gaussian, orthogonal
-from dynamics_bench.tasks.base import Task
+from dynamics_bench.tasks.base import Task, data_state, nonzero_modes
 
 
 @dataclass
@@ -53,6 +54,8 @@ class LinearRegression(Task):
 
     M = U diag(s) Vᵀ with Haar U (out, r), V (in, r) when singular_values are given, else a product of two
     Gaussian matrices scaled to O(1) entries. M is drawn first, so it does not depend on n.
+    state(): "target" M (out, in), the modes "U" (out, r), "S" (r,), "V" (in, r) of Σ³¹ (float64), and "x", "y"
+    when n·d ≤ 10⁶.
     """
 
     name = "linear_regression"
@@ -61,7 +64,7 @@ class LinearRegression(Task):
                  singular_values: list[float] | None, whiten: bool, noise: float,
                  dtype: torch.dtype, device: torch.device):
         gen = torch.Generator().manual_seed(seed)
-        self.input_dim, self.output_dim = input_dim, output_dim
+        self.input_dim, self.output_dim, self.whitened = input_dim, output_dim, whiten
         if singular_values is not None:
             s = torch.tensor(singular_values, dtype=torch.float64)  # (r,)
             u, v = orthogonal(gen, output_dim, len(s)), orthogonal(gen, input_dim, len(s))  # (out, r), (in, r)
@@ -75,8 +78,17 @@ class LinearRegression(Task):
             uu, _, vh = torch.linalg.svd(x, full_matrices=False)
             x = math.sqrt(n) * uu @ vh
         y = x @ m.T + gaussian(gen, (n, output_dim), noise)  # (n, out)
+        self._modes = nonzero_modes(y.T @ x / n)  # of Σ³¹ (out, in), from the float64 data
         self.target_matrix = m.to(device=device, dtype=dtype)  # (out, in)
         self._x, self._y = x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
 
     def data(self) -> tuple[Tensor, Tensor]:
         return self._x, self._y
+
+    def modes(self) -> tuple[Tensor, Tensor, Tensor]:
+        """U (out, r), S (r,), V (in, r) of Σ³¹ = YᵀX/n (base.nonzero_modes): float64 CPU, whatever the dtype."""
+        return self._modes
+
+    def state(self) -> dict[str, Tensor]:
+        u, s, v = self._modes
+        return {"target": self.target_matrix.cpu(), "U": u, "S": s, "V": v, **data_state(self._x, self._y)}

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from dynamics_bench.config import require
 from dynamics_bench.models.base import gaussian
-from dynamics_bench.tasks.base import Task
+from dynamics_bench.tasks.base import Task, data_state, nonzero_modes
 
 Target = float | list[list[float]] | list[float] | str
 
@@ -55,7 +55,11 @@ class MatrixCostConfig:
 
 
 class MatrixCost(Task):
-    """x = I_in (sample j is e_j), y = Mᵀ (in, out); the objective sums the cost over entries."""
+    """x = I_in (sample j is e_j), y = Mᵀ (in, out); the objective sums the cost over entries.
+
+    modes() are M's nonzero singular modes. state(): "target" M (out, in), "U", "S", "V" (float64), and the data
+    "x", "y" when in² ≤ 10⁶.
+    """
 
     name = "matrix_cost"
     sum_over_samples = True
@@ -68,9 +72,18 @@ class MatrixCost(Task):
         else:
             m = torch.tensor(_target_rows(target), dtype=torch.float64)
         self.input_dim, self.output_dim = inp, out
+        self._modes = nonzero_modes(m)  # float64, before the cast
         self.target_matrix = m.to(device=device, dtype=dtype)  # (out, in)
         self._x = torch.eye(inp, dtype=dtype, device=device)  # (in, in)
         self._y = self.target_matrix.T.contiguous()  # (in, out)
 
     def data(self) -> tuple[Tensor, Tensor]:
         return self._x, self._y
+
+    def modes(self) -> tuple[Tensor, Tensor, Tensor]:
+        """U (out, r), S (r,), V (in, r) of M (base.nonzero_modes): float64 on the CPU, whatever the dtype."""
+        return self._modes
+
+    def state(self) -> dict[str, Tensor]:
+        u, s, v = self._modes
+        return {"target": self.target_matrix.cpu(), "U": u, "S": s, "V": v, **data_state(self._x, self._y)}
