@@ -2,7 +2,7 @@
 
 Regression losses act elementwise on the residual r = ŷ − y and are summed over output entries: mse ½r²
 (Saxe et al. 2014; Du et al. 2019), quartic ¼r⁴ and log_cosh log cosh r (non-quadratic proper, real-analytic
-costs for de Oliveira-Jatkar-Sontag, arXiv 2511.09810; theory.md §7 P1.1). Classification: logistic
+costs for de Oliveira-Jatkar-Sontag, arXiv 2511.09810; docs/theory.md §8 P1.1). Classification: logistic
 softplus(−sŷ) with s = ±1 and cross_entropy logsumexp(ŷ) − ŷ_y (Allen-Zhu, Li, Song 2019).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The training objective: a model, its task's data and a loss, evaluated for every ensemble member at once.
 
-What is trained can differ from the plain network (theory.md §5.4, docs/theory.md "What is trained"):
+What is trained can differ from the plain network (docs/theory.md §5.5, docs/theory.md "What is trained"):
 ``model.train_layers`` trains some parameters and holds the others at θ_0; ``model.lazy_alpha`` = α trains the
 centred, scaled model α·(f(x; θ) − f(x; θ_0)) with the loss divided by α² (Chizat–Oyallon–Bach 2019);
 ``model.linearize`` trains the first-order Taylor model f(x; θ_0) + J(θ − θ_0), formed by Jacobian-vector
@@ -130,7 +130,7 @@ class Objective:
 
 class PopulationObjective(Objective):
     """The closed-form population loss ½E_x[(f(x) − f*(x))²], x ~ N(0, I_d), of a bias-free two-layer student
-    against the task's teacher (theory.md §6.1; docs/theory.md "Population loss"): the data passed in are
+    against the task's teacher (docs/theory.md §6.1; docs/theory.md "Population loss"): the data passed in are
     ignored (they stay the metrics' fixed sample)."""
 
     def __init__(self, *, model: Model, loss: Loss, teacher_weights: Tensor, activation: str,

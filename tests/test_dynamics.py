@@ -2,7 +2,7 @@
 
 Every run goes through ``run_overrides`` (the composed Hydra config, ``run`` in-process) in float64. Expected
 values come from independent computations: hand algebra, plain-numpy re-implementations of GD on the vector
-case, the closed form of theory.md §1.6.3, or the same member run alone; never from a stored run.
+case, the closed form of docs/theory.md §2.5(c), or the same member run alone; never from a stored run.
 """
 from __future__ import annotations
 

@@ -268,7 +268,7 @@ ONE = {"W1": t([[[1.0]]])}
 
 def test_lojasiewicz_on_exact_curves():
     """L = t⁻³ -> loss_slope −3; L = e^{−2t} -> loss_rate 2; ‖∇L‖ = 1.5·L^{2/3} -> loj_exponent 2/3 (Xu–Du's
-    rate, theory.md §6.4); pl_ratio and kappa by definition."""
+    rate, docs/theory.md §6.4); pl_ratio and kappa by definition."""
     power = loj(LINEAR, ONE, [(tt, tt**-3, 1.5 * tt**-2) for tt in (2.0, 5.0, 11.0)])
     for row in power[1:]:
         assert row["loss_slope"] == pytest.approx(-3.0, rel=1e-13)

@@ -1,4 +1,4 @@
-"""The two-layer invariants q_j = ‖a_j‖² − h_j as a live accuracy gauge (paper (1), Sec. 4; theory.md §1.5, §4).
+"""The two-layer invariants q_j = ‖a_j‖² − h_j as a live accuracy gauge (paper (1), Sec. 4; docs/theory.md §2.7, §4).
 
 A neuron a·σ(w) on the single input x = 1 conserves a² − H(w) under gradient flow when H' = 2σ/σ', whatever the
 loss: with u = Σ_j a_jσ(w_j) and g = ∇ℓ(u), ȧ_j = −gσ(w_j) and ẇ_j = −(a_jᵀg)σ'(w_j), so
@@ -225,7 +225,7 @@ def seed_paper_run(tmp_path, name: str, *overrides: str) -> pd.DataFrame:
 
 
 def test_paper_invariant_at_the_origin_is_minus_half(tmp_path):
-    """Paper (1), Prop. 8: C(0, 0) = 0² − ½(1 + 0²)² = −½ (the paper prints −1; theory.md errata). The origin is a
+    """Paper (1), Prop. 8: C(0, 0) = 0² − ½(1 + 0²)² = −½ (the paper prints −1; docs/theory.md §2.7). The origin is a
     critical point (σ(0) = 0 and a = 0), so C stays −½; the default start w = 0.5, a = 0.8 has
     C = 0.64 − ½·1.25² = −0.14125."""
     origin = seed_paper_run(tmp_path, "origin", "model.init_values=[[[0.0]],[[0.0]]]", "trainer.t_max=0.1")

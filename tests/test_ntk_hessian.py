@@ -1,7 +1,7 @@
 """The curvature instruments against oracles: the empirical NTK against Jacobians from unbatched autograd (and
 closed forms for a linear model and Du et al.'s fixed-output ReLU net), the Hessian's extremes against a dense
 eigendecomposition of torch.autograd.functional.hessian, Lanczos against the dense spectrum, and the vector case's
-saddle at the origin against theory.md §2.3 (eigenvalues ±|f′(0)|, each k times, index k).
+saddle at the origin against docs/theory.md §2.6 (eigenvalues ±|f′(0)|, each k times, index k).
 
 Tolerances are round-off: K and H are sums of O(P) products of O(1) numbers in float64, so they agree with their
 oracles to ~1e-15·P relative to their largest entry; 1e-12 leaves room and still fails on any wrong entry.
@@ -250,7 +250,7 @@ def test_lanczos_with_fewer_steps_than_parameters():
 @pytest.mark.parametrize("dense_max", [256, 0], ids=["dense", "lanczos"])
 def test_vector_case_saddle_at_the_origin(dense_max):
     """matrix_cost with target y, mse: f(w) = ½(w − y)², f′(0) = −y; the Hessian at the origin is
-    f′(0)·[[0, I], [I, 0]] with eigenvalues ±|y|, each k times: a strict saddle of index k (theory.md §2.3)."""
+    f′(0)·[[0, I], [I, 0]] with eigenvalues ±|y|, each k times: a strict saddle of index k (docs/theory.md §2.6)."""
     y, k = -1.5, 4
     zeros = f"[[{','.join(['[0.0]'] * k)}],[[{','.join(['0.0'] * k)}]]]"
     exp, params = experiment("model=deep_linear", f"model.width={k}", "task=matrix_cost", f"task.target={y}",

@@ -109,7 +109,7 @@ def test_lazy_model_starts_at_zero_and_its_loss_is_scaled():
 
 
 def test_lazy_training_moves_the_weights_by_order_one_over_alpha(tmp_path):
-    """Chizat–Oyallon–Bach (theory.md §5.4): α·‖θ_T − θ_0‖ tends to a constant as α grows (the difference is
+    """Chizat–Oyallon–Bach (docs/theory.md §5.5): α·‖θ_T − θ_0‖ tends to a constant as α grows (the difference is
     O(1/α)); between α = 100 and 1000 it changes by 1%, not the 10× a non-lazy scaling would give."""
     moves = []
     for alpha in (100, 1000):

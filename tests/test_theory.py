@@ -238,7 +238,7 @@ def test_kernel_near_coincident_directions_approach_the_limit(activation, angle)
 @pytest.mark.parametrize("angle", [1e-3, 1e-6, 1e-8])
 def test_kernel_curvature_at_small_angles_is_accurate(activation, angle):
     """Differentiating ∇_u k = c·[(π − θ)·v/c' + ‖v‖ sin θ·ū] (relu: c = 1/2π, c' = 1; abs: c = 2/π, c' = 2;
-    theory.md §6.1) once more gives ∂²k/∂u² = c·(‖v‖/‖u‖)·sin θ·(ppᵀ + I − ūūᵀ), p = (v̄ − cos θ·ū)/sin θ: in the
+    docs/theory.md §6.1) once more gives ∂²k/∂u² = c·(‖v‖/‖u‖)·sin θ·(ppᵀ + I − ūūᵀ), p = (v̄ − cos θ·ū)/sin θ: in the
     plane with ū = e1, 2c·(‖v‖/‖u‖)·sin θ·e2e2ᵀ. Autograd matches it to round-off (measured 2e-16 relative); the
     closed form sin θ − θ cos θ for h would be off by ~1e-16/θ (3.6e-11 relative at 1e-6, 7e-9 at 1e-8)."""
     c = {"relu": 1 / (2 * math.pi), "abs": 2 / math.pi}[activation]
@@ -295,7 +295,7 @@ def test_balanced_depth_2_strength_is_saxe():
 
 @pytest.mark.parametrize("depth,eps,stated", [(3, 1e-3, 999.15), (4, 1e-2, 4999.7)])
 def test_deep_plateau_matches_theory(depth, eps, stated):
-    """theory.md §2.1: w_i = ε, f = ½(x − 1)², time to x = ½: 999.15 (N = 3, ε = 1e-3) and 4999.7 (N = 4, ε = 1e-2),
+    """docs/theory.md §2.8: w_i = ε, f = ½(x − 1)², time to x = ½: 999.15 (N = 3, ε = 1e-3) and 4999.7 (N = 4, ε = 1e-2),
     against the asymptote ε^{−(N−2)}/(N − 2); stated to the digits printed there. The inverse returns x = ½."""
     u0 = eps**depth
     t = balanced_mode_time(u0, 0.5, 1.0, depth)

@@ -1,9 +1,9 @@
 """The vector case of paper (1) (depth 2, scalar input and output): the inits placed by the theory's own
 quantities (init=imbalanced: product w₀ and imbalance c; init=centre_stable: distance δ from the saddle's
 centre-stable manifold w1 = s·w2ᵀ, s = sign f′(0)), the product and manifold_distance metrics, and short
-gradient-flow runs against Prop. 5, Cor. 6 and Prop. 7 (theory.md §1.4–1.6).
+gradient-flow runs against Prop. 5, Cor. 6 and Prop. 7 (docs/theory.md §2.4–2.5).
 
-Expected values are hand computations or theory.md closed forms, never numbers copied from a run.
+Expected values are hand computations or docs/theory.md closed forms, never numbers copied from a run.
 """
 from __future__ import annotations
 
@@ -217,7 +217,7 @@ def test_naming_manifold_distance_without_a_saddle_is_an_error():
 # Gradient flow (rk4): Prop. 5, Cor. 6, Prop. 7.
 def test_on_the_manifold_the_flow_goes_to_the_saddle(tmp_path):
     """δ = 0, target 1: the flow slides into the origin, loss → f(0) = ½, and the distance to the manifold stays
-    0 over the window t ≤ 20 < 30/|f′(0)| (theory.md §9.3)."""
+    0 over the window t ≤ 20 < 30/|f′(0)| (docs/theory.md §2.5(f))."""
     run_overrides(tmp_path, *VECTOR, "model.init=centre_stable", "model.init_offset=0", "ensemble.size=2",
                   "trainer.h=0.05", "trainer.t_max=20")
     m = pd.read_csv(tmp_path / "run" / "metrics.csv")
@@ -255,7 +255,7 @@ def test_larger_imbalance_is_ahead_at_every_time(tmp_path):
 
 
 def test_time_to_target_matches_the_closed_form(tmp_path):
-    """theory.md §1.6.3, f = ½(x − y)², q = √(4y² + c): T = F(x1) − F(x0) with
+    """docs/theory.md §2.5(c), f = ½(x − y)², q = √(4y² + c): T = F(x1) − F(x0) with
     F(x) = (1/q)·ln|(q·√(4x² + c) + 4yx + c)/(x − y)|; loss ≤ 1e-10 means x1 = y − √(2·1e-10)."""
     y, x0, c, h = 1.0, 0.1, 16.0, 5e-3
     expected = vector_case_time(x0, y - math.sqrt(2e-10), y, c)

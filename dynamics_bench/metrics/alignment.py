@@ -1,4 +1,4 @@
-"""Student–teacher geometry of a two-layer net on a teacher task (Zhou–Ge–Jin 2021; theory.md §6.2, §6.5).
+"""Student–teacher geometry of a two-layer net on a teacher task (Zhou–Ge–Jin 2021; docs/theory.md §6.4, §6.5).
 
 cos_ji = cosine between student neuron j's input weights and teacher neuron i's (biases excluded), taken
 in absolute value when the student's or the teacher's activation is even (|·|: w and −w are one neuron).

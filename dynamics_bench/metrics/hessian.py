@@ -1,4 +1,4 @@
-"""Extreme eigenvalues of the loss Hessian ∇²L over the trainable parameters (theory.md §1.6.6, §2.3).
+"""Extreme eigenvalues of the loss Hessian ∇²L over the trainable parameters (docs/theory.md §2.5(g), §2.6).
 
 λ_max is the sharpness: a fixed-step method is stable on the quadratic model only while λ_max·h stays inside its
 stability interval (GD: λ_max·h < 2). λ_min < 0 marks a saddle, and with the dense spectrum the number of

@@ -1,5 +1,5 @@
 """Łojasiewicz diagnostics: how the gradient scales with the loss, and the local order of the loss's decay
-(Zhou–Ge–Jin 2021, Thm 4 and Claim 2; Xu–Du 2023; theory.md §6.2–6.4, P2.3).
+(Zhou–Ge–Jin 2021, Thm 4 and Claim 2; Xu–Du 2023; docs/theory.md §6.4, P2.3).
 
 With L̃ = L − metrics.loss_floor: `pl_ratio` ‖∇L‖²/L̃ (bounded below under a PL inequality; → 0 when PL fails,
 as for m > r students), `kappa` ‖∇L‖/L̃ (Thm 4's κ, bounded below). From the member's previous row:

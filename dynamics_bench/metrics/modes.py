@@ -1,5 +1,5 @@
 """Mode strengths of a deep linear net: u_α = u_αᵀ W_N⋯W_1 v_α for the task's singular modes Σ₃₁ = U S Vᵀ
-(Saxe, McClelland, Ganguli 2014; theory.md §3). From model.init=decoupled on whitened data each follows
+(Saxe, McClelland, Ganguli 2014; docs/theory.md §3). From model.init=decoupled on whitened data each follows
 τu̇ = N u^{2−2/N}(s_α − u) on its own: sigmoidal, stronger modes first.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """How far training has moved from the initialization, layer by layer: each weight matrix in Frobenius and
 spectral norm, each first-layer neuron, and the ReLU/|·| units whose sign pattern changed (Du et al. 2019;
-Allen-Zhu–Li–Song 2019; theory.md §5.1, §5.3, P3.3–P3.5). Which norm matters is part of the claim: a wide net's
+Allen-Zhu–Li–Song 2019; docs/theory.md §5.2, §5.4, P3.3–P3.5). Which norm matters is part of the claim: a wide net's
 m×m layers move by O(1/m) relative to their Frobenius norm but O(1/√m) relative to their spectral norm.
 
 Weight matrices are the parameters that are matrices per member, named as in final_params.pt (w and a of

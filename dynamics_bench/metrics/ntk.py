@@ -1,4 +1,4 @@
-"""The empirical neural tangent kernel on a probe set (Jacot–Gabriel–Hongler 2018; Du et al. 2019; theory.md §5).
+"""The empirical neural tangent kernel on a probe set (Jacot–Gabriel–Hongler 2018; Du et al. 2019; docs/theory.md §5).
 
 K = J Jᵀ, J the Jacobian of the model's outputs on the probe inputs with respect to every trainable parameter,
 rows sample-major (row i·o + a: sample i, output a). Under gradient flow the probe outputs move by u̇ = −K ∇_u ℓ,

@@ -1,4 +1,4 @@
-"""The vector case of paper (1) (de Oliveira–Jatkar–Sontag, Sec. 3; theory.md §1.4–1.6) in its own coordinates.
+"""The vector case of paper (1) (de Oliveira–Jatkar–Sontag, Sec. 3; docs/theory.md §2.4–2.5) in its own coordinates.
 
 Depth-2 linear net with scalar input and output: w1 = W_1 (k, 1), w2 = W_2 (1, k). The product w = w2·w1 is the
 one number the cost sees (Prop. 7: the flow moves it along plain gradient flow on f, only faster with larger

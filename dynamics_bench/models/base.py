@@ -31,7 +31,7 @@ class Activation:
     even: bool  # σ(−z) = σ(z): a neuron and its negation are the same, so alignment uses |cos|
     smooth: bool  # no kinks: adaptive step-size control assumes a smooth vector field, and relu/abs defeat it
     # H with H' = 2σ/σ' (fixed up to a constant): on the single input x = 1, gradient flow conserves a² − H(w)
-    # per neuron, whatever the loss (paper (1), Prop. 8 for the algebraic sigmoid; theory.md §4)
+    # per neuron, whatever the loss (paper (1), Prop. 8 for the algebraic sigmoid; docs/theory.md §4)
     potential: Callable[[Tensor], Tensor] | None = None
 
 

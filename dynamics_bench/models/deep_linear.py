@@ -6,12 +6,12 @@ Gradient flow conserves C_i = W_i W_iᵀ − W_{i+1}ᵀ W_{i+1} (Arora et al. 20
 ``init=balanced`` starts on C = 0 with a Gaussian end-to-end matrix (Du–Hu–Lee 2018; Arora et al. 2019).
 
 The vector case of paper (1) is depth 2 with input_dim = output_dim = 1: w1 = W_1 (k, 1), w2 = W_2 (1, k), product
-w = w2·w1, cost f(w). Two inits place a start by the theory's own quantities (theory.md §1.4–1.6):
+w = w2·w1, cost f(w). Two inits place a start by the theory's own quantities (docs/theory.md §2.4–2.5):
 ``init=imbalanced`` fixes the product w₀ and the imbalance c = 2tr(C²) − tr(C)² (Prop. 7: c only rescales flow
 time), and ``init=centre_stable`` starts at distance δ from the saddle's centre-stable manifold w1 = s·w2ᵀ,
 s = sign f′(0) (Prop. 5, Cor. 6). The latter needs f′(0), which :meth:`DeepLinear.prepare` reads off the cost.
 
-``init=decoupled`` is Saxe–McClelland–Ganguli's start (theory.md §3): every layer aligned with the task's singular
+``init=decoupled`` is Saxe–McClelland–Ganguli's start (docs/theory.md §3): every layer aligned with the task's singular
 modes Σ₃₁ = U S Vᵀ and balanced, W_1 = O_1 D Vᵀ, W_i = O_i D O_{i−1}ᵀ, W_N = U D O_{N−1}ᵀ, D = diag(u_α(0)^{1/N}),
 so W_N⋯W_1 = U diag(u(0)) Vᵀ and each mode strength follows τu̇ = N u^{2−2/N}(s − u) on its own.
 ``init=file`` reads every member's start from a .pt file.
@@ -242,7 +242,7 @@ class DeepLinear(Model):
         distance exactly δ from the centre-stable manifold {w1 = s·w2ᵀ} (Prop. 5); δ = 0 flows into the saddle at
         the origin (Cor. 6). The manifold is transversally unstable, ‖w1 − s·w2ᵀ‖ growing like e^{|f′(0)|t}: a
         float64 trajectory started exactly on it escapes by round-off after t ≈ 37/|f′(0)| when the arithmetic
-        breaks the symmetry w1 ↔ s·w2ᵀ (theory.md §1.6.5), so trust on-manifold runs before t ≈ 30/|f′(0)| only.
+        breaks the symmetry w1 ↔ s·w2ᵀ (docs/theory.md §2.5(f)), so trust on-manifold runs before t ≈ 30/|f′(0)| only.
         (On matrix_cost's single input the gradients are one scalar times w2ᵀ and w1, so an explicit step keeps
         w1 = s·w2ᵀ exactly; with data sets of several inputs round-off does push the run off, as theory says.)"""
         if self.saddle_sign is None:

@@ -8,7 +8,7 @@ stored weight W_l is set by ``parameterization``:
 ``init=orthogonal`` makes every effective weight s·(semi-)orthogonal; ``init=explicit`` gives the stored values;
 ``init=symmetric`` is gaussian with the last hidden layer's units in twin pairs (2j, 2j+1): equal rows of W_{L−1}
 (the network below is shared, so equal activations) and opposite columns of W_L, so f(x; θ_0) = 0 (the symmetric
-start of Du et al. 2019 and Chizat et al. 2019; theory.md §5.1); ``init=file`` reads every member's start.
+start of Du et al. 2019 and Chizat et al. 2019; docs/theory.md §5.2); ``init=file`` reads every member's start.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ balanced by construction. ``output_layer=fixed`` is the all-ones top layer; ``fi
 (ICLR 2019)'s untrained ±1 layer, as the alternation a_j = +1 (j even), −1 (j odd), 0-based. With output_dim > 1,
 the untrained layers repeat the same sum in every output.
 
-``parameterization=ntk`` multiplies the stored weights in the forward pass (theory.md §5.1):
+``parameterization=ntk`` multiplies the stored weights in the forward pass (docs/theory.md §5.2):
 f(x) = Σ_j (a_j/√m) σ((w_jᵀx + b_j)/√d). The bias is a weight on a constant input inside the first layer, so it
 shares that layer's 1/√d (as mlp.py's layers share one multiplier). Every init sets the effective weights
 (c·stored) and stores effective/c, so gaussian's stored weights are N(0, s²); explicit gives the stored values.
@@ -16,7 +16,7 @@ a_j² − ‖w_j‖² − b_j² in the STORED variables under either parameteriz
 imbalance metric reads :meth:`TwoLayer.stored_neurons`); ``init=balanced`` starts there with zero imbalance.
 :meth:`TwoLayer.neurons` gives the effective weights, what the function and the teacher metrics see.
 
-Zhou–Ge–Jin's starts (theory.md §6.2, §6.4), for relu/abs without bias: ``init=near_teacher`` puts students on
+Zhou–Ge–Jin's starts (docs/theory.md §6.4), for relu/abs without bias: ``init=near_teacher`` puts students on
 the teacher's neurons, turned by ``model.init_angle``; ``init=nnls`` is their Algorithm 1 (random directions, output
 masses by non-negative least squares). Both set each unit's output mass c_j = a_j‖w_j‖ (effective weights) through
 the output layer (:data:`OUTPUT_LAYERS`). ``init=symmetric`` twins units (2j, 2j+1) with equal input and opposite
@@ -288,7 +288,7 @@ class TwoLayer(Model):
 
     def _nnls(self, gen: torch.Generator) -> Params:
         """Zhou–Ge–Jin's Algorithm 1: directions w̄_j from N(0, I_d), then masses z ≥ 0 minimizing the loss of
-        Σ_j z_j s_j σ(w̄_jᵀx) (s_j the output layer's sign) over z ≥ 0 (theory.md §6.2)."""
+        Σ_j z_j s_j σ(w̄_jᵀx) (s_j the output layer's sign) over z ≥ 0 (docs/theory.md §6.4)."""
         task = self._task_or_fail()
         w = gaussian(gen, (self.width, self.input_dim), 1.0)
         directions = w / torch.linalg.vector_norm(w, dim=1, keepdim=True)  # (m, d)

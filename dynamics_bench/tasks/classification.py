@@ -1,7 +1,7 @@
 """Synthetic classification: random labels or two Gaussian clusters.
 
 Random labels on Gaussian points are the memorization test of Allen-Zhu, Li, Song (ICML 2019): an
-over-parameterized net still reaches 100% training accuracy (theory.md §7, P3.5). With normalize_inputs every
+over-parameterized net still reaches 100% training accuracy (docs/theory.md §8, P3.5). With normalize_inputs every
 x is projected to the unit sphere, as NTK theory assumes (‖x_i‖ = 1, Du et al. 2019).
 
 clusters: balanced classes (n//2 or n - n//2 points each, in random order), x = ±(separation/2)·u + ξ with a

@@ -2,7 +2,7 @@
 
 Saxe, McClelland, Ganguli (2014): with whitened inputs, (1/n)XᵀX = I, and no noise, the input-output
 correlation Σ³¹ = (1/n)YᵀX equals the target M = U diag(s) Vᵀ exactly, and under ½‖Y − XWᵀ‖² each
-singular mode s_α of M is learned independently (theory.md §3). modes() gives the modes of Σ³¹ as drawn
+singular mode s_α of M is learned independently (docs/theory.md §3). modes() gives the modes of Σ³¹ as drawn
 (with noise or unwhitened inputs they differ from M's).
 """
 from __future__ import annotations

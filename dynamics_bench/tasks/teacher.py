@@ -1,7 +1,7 @@
 """Student-teacher regression with a two-layer teacher under Gaussian input.
 
 Zhou, Ge, Jin (COLT 2021), Definition 2: x ~ N(0, I_d), f*(x) = Σ_{i=1}^r σ(w_i*ᵀx) with unit top weights;
-the paper's σ is |·|, with ReLU as the common variant (theory.md §6). Teacher neurons have prescribed norms
+the paper's σ is |·|, with ReLU as the common variant (docs/theory.md §6). Teacher neurons have prescribed norms
 ‖w_i*‖ and uniformly random directions. normalize_inputs scales every x to unit norm (the sphere of Du et al.
 2019) before y = f*(x) is computed; population marks a run on the closed-form loss over x ~ N(0, I_d).
 """

@@ -1,4 +1,4 @@
-"""Closed forms from theory.md that models, objectives, tests and the claims suite compare against: Gaussian
+"""Closed forms from docs/theory.md that models, objectives, tests and the claims suite compare against: Gaussian
 kernels and the population loss (kernels), linear-network gradient-flow times and trajectories (linear), and
 infinite-width NTK Grams (ntk). Depends on torch, numpy and scipy only, so any module may import it."""
 from dynamics_bench.theory.kernels import KERNELS, gaussian_kernel, population_loss

@@ -1,5 +1,5 @@
 """Gaussian-input kernels k(u, v) = E_{x~N(0,I_d)}[σ(uᵀx)σ(vᵀx)] and the population loss of a two-layer student
-against a two-layer teacher (theory.md §6.1; Cho & Saul 2009 for relu, Zhou–Ge–Jin 2021 for abs, Williams 1997
+against a two-layer teacher (docs/theory.md §6.1; Cho & Saul 2009 for relu, Zhou–Ge–Jin 2021 for abs, Williams 1997
 for erf).
 
 relu and abs depend on the angle θ = ∠(u, v) through sin θ and (π − θ)cos θ, which autograd cannot differentiate
@@ -82,7 +82,7 @@ KERNELS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"relu": _relu, "abs": 
 
 
 def gaussian_kernel(activation: str, u: Tensor, v: Tensor) -> Tensor:
-    """k(u_i, v_j) = E_{x~N(0,I_d)}[σ(u_iᵀx)σ(v_jᵀx)] for every pair (theory.md §6.1); u (..., m, d),
+    """k(u_i, v_j) = E_{x~N(0,I_d)}[σ(u_iᵀx)σ(v_jᵀx)] for every pair (docs/theory.md §6.1); u (..., m, d),
     v (..., r, d) -> (..., m, r), leading dims broadcast. With θ = ∠(u, v):
         abs:  (‖u‖‖v‖/π)(2 sin θ + (π − 2θ)cos θ)
         relu: (‖u‖‖v‖/2π)(sin θ + (π − θ)cos θ)
@@ -97,7 +97,7 @@ def gaussian_kernel(activation: str, u: Tensor, v: Tensor) -> Tensor:
 
 
 def population_loss(w: Tensor, a: Tensor, teacher_weights: Tensor, activation: str) -> Tensor:
-    """½·Σ_o E_{x~N(0,I_d)}[(f_o(x) − f*(x))²] per member (theory.md §6.1): the mse loss with reduction=mean as
+    """½·Σ_o E_{x~N(0,I_d)}[(f_o(x) − f*(x))²] per member (docs/theory.md §6.1): the mse loss with reduction=mean as
     n → ∞. Student f_o(x) = Σ_j a_oj σ(w_jᵀx), w (E, m, d), a (E, o, m) effective weights; teacher
     f*(x) = Σ_i σ(w_i*ᵀx), teacher_weights (r, d), unit top weights. Returns (E,):
         ½·Σ_o [Σ_jk a_oj a_ok k(w_j, w_k) − 2·Σ_ji a_oj k(w_j, w_i*) + Σ_ii' k(w_i*, w_i'*)].

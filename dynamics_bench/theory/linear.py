@@ -1,6 +1,6 @@
 """Gradient-flow closed forms and quadratures for linear networks: the vector case of de Oliveira–Jatkar–Sontag
-(theory.md §1.6), balanced modes of Saxe–McClelland–Ganguli 2014 and of depth-N nets (Arora et al. 2018; §2.1,
-§3), and the scalar product x = w1⋯wN with any imbalance (§2.1). Time is gradient-flow time (τ = 1)."""
+(docs/theory.md §2.5), balanced modes of Saxe–McClelland–Ganguli 2014 and of depth-N nets (Arora et al. 2018; §2.8,
+§3), and the scalar product x = w1⋯wN with any imbalance (§2.8). Time is gradient-flow time (τ = 1)."""
 from __future__ import annotations
 
 import math
@@ -16,7 +16,7 @@ ROOT = dict(xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=2000)  # relative
 
 def vector_case_time(x0: float, x1: float, y: float, c: float) -> float:
     """Gradient-flow time for the vector case's product to go from x0 to x1 under f = ½(x − y)² with imbalance c
-    (theory.md §1.6.3): T = F(x1) − F(x0), F(x) = (1/q)·ln|(q√(4x² + c) + 4yx + c)/(x − y)|, q = √(4y² + c)."""
+    (docs/theory.md §2.5(c)): T = F(x1) − F(x0), F(x) = (1/q)·ln|(q√(4x² + c) + 4yx + c)/(x − y)|, q = √(4y² + c)."""
     q = math.sqrt(4 * y * y + c)
 
     def big_f(x: float) -> float:
@@ -25,19 +25,19 @@ def vector_case_time(x0: float, x1: float, y: float, c: float) -> float:
 
 
 def saxe_mode_strength(t: float | np.ndarray, s: float, u0: float) -> np.ndarray:
-    """Balanced two-layer mode u̇ = 2u(s − u) from u(0) = u0 (theory.md §3):
+    """Balanced two-layer mode u̇ = 2u(s − u) from u(0) = u0 (docs/theory.md §3):
     u(t) = s·e^{2st}/(e^{2st} − 1 + s/u0), evaluated as s/(1 + (s/u0 − 1)·e^{−2st}) so large t cannot overflow.
     t a float or numpy array (elementwise); returns numpy float64 of t's shape."""
     return s / (1 + (s / u0 - 1) * np.exp(-2 * s * np.asarray(t, dtype=np.float64)))
 
 
 def saxe_time(u0: float, uf: float, s: float) -> float:
-    """Time for the balanced two-layer mode to go from u0 to uf (theory.md §3): (1/(2s))·ln[uf(s − u0)/(u0(s − uf))]."""
+    """Time for the balanced two-layer mode to go from u0 to uf (docs/theory.md §3): (1/(2s))·ln[uf(s − u0)/(u0(s − uf))]."""
     return math.log(uf * (s - u0) / (u0 * (s - uf))) / (2 * s)
 
 
 def balanced_mode_time(u0: float, u1: float, s: float, depth: int) -> float:
-    """Time for a balanced depth-N mode u̇ = N·u^a·(s − u), a = 2 − 2/N, to go from u0 to u1 (theory.md §2.1, §3;
+    """Time for a balanced depth-N mode u̇ = N·u^a·(s − u), a = 2 − 2/N, to go from u0 to u1 (docs/theory.md §2.8, §3;
     u0, u1 > 0 on the same side of s). T = (1/N)∫ du/(u^a(s − u)), split as
         (1/N)·[s^{−a}·ln((s − u0)/(s − u1)) + ∫_{ln u0}^{ln u1} (u^{1−a}/s)·ρ(ln(u/s)) d(ln u)],
     ρ(ℓ) = expm1(aℓ)/expm1(ℓ): the log singularity at u = s in closed form, and the rest in the log variable,
@@ -75,7 +75,7 @@ def _mode_strength(t: float, s: float, u0: float, depth: int) -> float:
 
 def scalar_product_time(factors: list[float], target: float, f_prime: Callable[[float], float]) -> float:
     """Gradient-flow time for x = w1⋯wN, g(w) = f(x), to go from the product of `factors` to `target`
-    (theory.md §2.1). Every wi² − wj² is conserved, so with s the factor of smallest |wi|, c_j = w_j² − s² for
+    (docs/theory.md §2.8). Every wi² − wj² is conserved, so with s the factor of smallest |wi|, c_j = w_j² − s² for
     the others and σ̄ = Π_j sign(w_j):
         x(s) = σ̄·s·P(s),  P(s) = Π_j √(s² + c_j),  ds/dt = −f'(x(s))·σ̄·P(s),
         T = ∫_{s0}^{s1} ds/(−f'(x(s))·σ̄·P(s)),  x(s1) = target (brentq; s·P(s) is increasing).

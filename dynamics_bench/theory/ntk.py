@@ -1,6 +1,6 @@
 """Infinite-width neural tangent kernels of the harness's bias-free ReLU networks, in its own parameterizations and
 input scaling (Jacot, Gabriel, Hongler 2018; the Arora et al. 2019 recursion with its diagonal terms, so inputs
-need not be unit-norm; Du, Zhai, Póczos, Singh 2019; theory.md §5.1, §5.2).
+need not be unit-norm; Du, Zhai, Póczos, Singh 2019; docs/theory.md §5.2, §5.3).
 
 Notation (s = init_scale, d = input dim, m = width): Σ_1 = s²·xᵀx'/d is the covariance of a first-layer
 pre-activation; Σ_l = s²·E[relu(a)relu(b)] and Σ̇_l = s²·E[relu'(a)relu'(b)] with (a, b) ~ N(0, Σ_{l−1}) at the
@@ -20,7 +20,7 @@ OUTPUT_LAYERS = ("trainable", "fixed", "fixed_signs")
 
 def relu_moments(sigma: Tensor) -> tuple[Tensor, Tensor]:
     """E[relu(a)relu(b)] and E[relu'(a)relu'(b)] for (a, b) ~ N(0, [[Σ_aa, Σ_ab], [Σ_ab, Σ_bb]]) at every pair of a
-    covariance matrix Σ (n, n) with a positive diagonal -> two (n, n) (theory.md §5.2, Cho & Saul 2009):
+    covariance matrix Σ (n, n) with a positive diagonal -> two (n, n) (docs/theory.md §5.3, Cho & Saul 2009):
         (√(Σ_aa Σ_bb)/2π)(sin θ + (π − θ)cos θ)  and  (π − θ)/(2π),  θ = arccos(Σ_ab/√(Σ_aa Σ_bb))."""
     scale = torch.diagonal(sigma).sqrt()
     norms = scale[:, None] * scale[None, :]  # (n, n)
@@ -62,13 +62,13 @@ def ntk_two_layer(x: Tensor, *, parameterization: str = "standard", output_layer
 
 def ntk_mlp(x: Tensor, *, depth: int, parameterization: str = "standard", init_scale: float = 1.0) -> Tensor:
     """The infinite-width NTK of the harness's bias-free ReLU mlp with one output and every layer trained,
-    x (n, d) -> (n, n) (theory.md §5.2 with diagonal terms). depth L weight matrices W_1 (m, d), …, W_L (1, m);
+    x (n, d) -> (n, n) (docs/theory.md §5.3 with diagonal terms). depth L weight matrices W_1 (m, d), …, W_L (1, m);
     the recursion over layers l = 2..L is
         Θ_l = Σ_l/s² + Σ̇_l·Θ_{l−1},  Σ_l = s²·E_{Σ_{l−1}}[relu relu],  Σ̇_l = s²·E_{Σ_{l−1}}[relu' relu'],
     the first term from W_l's own gradient (h_{l−1}ᵀh'_{l−1}, a sum over the fan-in), the second from the layers
     below, and K = Θ_L. ntk (c_l = 1/√fan_in): Θ_1 = xᵀx'/d and K → Θ_L. standard: W_l's gradient sums m terms
     without the 1/m, so K/m → Θ_L started from Θ_1 = 0 (W_1's gradient adds only O(1) to K).
-    With s² = 2 (He) and a unit diagonal, Σ_l and Σ̇_l are theory.md §5.2's κ1 and κ0; its Θ has Σ_l where this
+    With s² = 2 (He) and a unit diagonal, Σ_l and Σ̇_l are docs/theory.md §5.3's κ1 and κ0; its Θ has Σ_l where this
     has Σ_l/s², because there the factor √(2/m) sits in the activations and here s sits in the weights' law."""
     _check(parameterization)
     if depth < 2:
@@ -85,7 +85,7 @@ def ntk_mlp(x: Tensor, *, depth: int, parameterization: str = "standard", init_s
 
 
 def du_gram(x: Tensor) -> Tensor:
-    """Du et al.'s H∞_ij = x_iᵀx_j·(π − arccos(x_iᵀx_j/(‖x_i‖‖x_j‖)))/(2π), x (n, d) -> (n, n) (theory.md §5.1):
+    """Du et al.'s H∞_ij = x_iᵀx_j·(π − arccos(x_iᵀx_j/(‖x_i‖‖x_j‖)))/(2π), x (n, d) -> (n, n) (docs/theory.md §5.2):
     the NTK of f = (1/√m)Σ_r a_r relu(w_rᵀx), a_r = ±1 fixed, w_r ~ N(0, I_d). In the harness's terms it is
     ntk_two_layer(x, parameterization="standard", output_layer="fixed" or "fixed_signs") for any init_scale
     (lim K/m, relu' being scale-free), and d·ntk_two_layer(x, parameterization="ntk", output_layer="fixed_signs")
