@@ -133,7 +133,7 @@ def build(cfg: DictConfig | dict) -> Experiment:
             "adaptive step-size control needs a fixed data set, but task.online=true draws fresh samples every "
             "step: use a fixed-step method (rk4) or task.online=false")
     check_grid(metrics_cfg.grid(), schedule)
-    if schedule.adaptive and not model.smooth:
+    if schedule.adaptive and not model.smooth and not task.population:  # the closed form is C² (away from 0)
         warnings.warn(f"trainer.method={trainer_section.get('method')} on a model with kinks "
                       f"(model.activation={_section(plain, 'model').get('activation')}): step-size control cannot "
                       "see past a kink, so adaptive steps crawl there; rk4 with a fixed h is the better choice "

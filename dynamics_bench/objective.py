@@ -1,6 +1,6 @@
 """The training objective: a model, its task's data and a loss, evaluated for every ensemble member at once.
 
-What is trained can differ from the plain network (docs/theory.md §5.5, docs/theory.md "What is trained"):
+What is trained can differ from the plain network (docs/theory.md §1.4 "What is trained", §5.5):
 ``model.train_layers`` trains some parameters and holds the others at θ_0; ``model.lazy_alpha`` = α trains the
 centred, scaled model α·(f(x; θ) − f(x; θ_0)) with the loss divided by α² (Chizat–Oyallon–Bach 2019);
 ``model.linearize`` trains the first-order Taylor model f(x; θ_0) + J(θ − θ_0), formed by Jacobian-vector
@@ -104,7 +104,8 @@ class Objective:
 
     def loss(self, params: Params, x: Tensor, y: Tensor) -> Tensor:
         """x (E, n, d), y (E, n, ...) -> loss (E,)."""
-        return self.loss_fn(self.forward(params, x), y, self.sum_over_samples) / self.alpha**2
+        loss = self.loss_fn(self.forward(params, x), y, self.sum_over_samples)
+        return loss if self.config.lazy_alpha is None else loss / self.alpha**2
 
     def leaves(self, params: Params, single: bool = False) -> tuple[Params, Params]:
         """(every parameter with the trainable ones as fresh autograd leaves, just those leaves); `single`: member
@@ -130,7 +131,7 @@ class Objective:
 
 class PopulationObjective(Objective):
     """The closed-form population loss ½E_x[(f(x) − f*(x))²], x ~ N(0, I_d), of a bias-free two-layer student
-    against the task's teacher (docs/theory.md §6.1; docs/theory.md "Population loss"): the data passed in are
+    against the task's teacher (docs/theory.md §6.3, "Population loss"): the data passed in are
     ignored (they stay the metrics' fixed sample)."""
 
     def __init__(self, *, model: Model, loss: Loss, teacher_weights: Tensor, activation: str,

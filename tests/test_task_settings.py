@@ -220,6 +220,7 @@ DATASET_ERRORS = [  # (file name, its content (None: not written), section, the 
     ("absent.pt", None, {}, "task.path", "no such file"),
     ("d.txt", b"1 2 3", {}, "task.path", "must be a file ending in .pt, .npz, .csv"),
     ("d.pt", b"not a pickle", {}, "task.path", "cannot be read as a .pt file"),
+    ("d.pt", b"junk\n", {}, "task.path", "cannot be read as a .pt file"),  # torch.load raises struct.error here
     ("d.pt", torch.zeros(3, 2), {}, "task.path", "must hold a dict"),
     ("d.pt", {"x": torch.zeros(3, 2)}, {}, "task.path", "has no 'y'"),
     ("d.pt", {"x": torch.zeros(3, 2, 1), "y": torch.zeros(3)}, {}, "task.path", "x must have shape (n, d)"),
@@ -238,6 +239,7 @@ DATASET_ERRORS = [  # (file name, its content (None: not written), section, the 
     ("d.csv", b"", {}, "task.path", "cannot be read as a .csv file"),
     ("d.csv", FRAME, {"targets": ["z"]}, "task.targets", "has no column 'z'; its columns: a, b, y"),
     ("d.csv", FRAME, {"inputs": ["a", "c"]}, "task.inputs", "has no column 'c'; its columns: a, b, y"),
+    ("d.csv", FRAME, {"inputs": ["a", "y"]}, "task.inputs", "must not name a target column (y is in task.targets)"),
     ("d.csv", FRAME.assign(id=["p", "q"]), {}, "task.inputs", "column 'id' of"),
     ("d.csv", FRAME, {"targets": ["a", "b", "y"]}, "task.inputs", "every column"),
     ("d.csv", FRAME, {"inputs": []}, "task.inputs", "at least one column"),

@@ -13,7 +13,6 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from dynamics_bench.config import ConfigError
 from dynamics_bench.metrics.ntk import ntk_gram
 from dynamics_bench.models import build_model
 from dynamics_bench.theory import (balanced_mode_strength, balanced_mode_time, du_gram, gaussian_kernel, ntk_mlp,
@@ -347,13 +346,8 @@ def test_scalar_product_matches_the_ode_with_mixed_signs():
 # --- 3. Infinite-width NTK Grams against the harness's empirical NTK ----------------------------------------
 
 def empirical_ntk(section: dict, x: torch.Tensor, seed: int) -> torch.Tensor:
-    """ntk_gram of one member from build_model; skips when another engineer's model keys are not there yet."""
-    try:
-        model = build_model(section, input_dim=x.shape[1], output_dim=1)
-    except ConfigError as exc:
-        if exc.key in ("model.parameterization", "model.output_layer"):
-            pytest.skip(f"two_layer does not accept {exc.key}={exc.value!r} yet: {exc}")
-        raise
+    """ntk_gram of one member from build_model."""
+    model = build_model(section, input_dim=x.shape[1], output_dim=1)
     return ntk_gram(model, model.init_params([gen(seed)]), x[None])[0]
 
 

@@ -17,7 +17,6 @@ from torch import Tensor
 from dynamics_bench.config import ConfigError
 from dynamics_bench.experiment import build, init_params, task_view
 from dynamics_bench.metrics import select_metrics
-from dynamics_bench.metrics.base import MAX_UNIT_COLUMNS
 from dynamics_bench.metrics.imbalance import neuron_imbalances
 from dynamics_bench.metrics.modes import mode_strength
 from dynamics_bench.models import build_model
@@ -355,7 +354,7 @@ def test_decoupled_start_is_aligned_and_balanced(depth, task):
     mats = model.layer_matrices(params)
     for a, b in zip(mats[:-1], mats[1:]):  # C_i = W_iW_iᵀ − W_{i+1}ᵀW_{i+1} = 0
         assert (a @ a.mT - b.mT @ b).abs().max() <= 1e-15
-    values = mode_strength(SimpleNamespace(model=model, params=params, task=exp.task))
+    values = mode_strength(SimpleNamespace(model=model, params=params, task=exp.task), {})[0]
     assert list(values) == ["mode_strength/1", "mode_strength/2", "mode_strength/3"]
     torch.testing.assert_close(torch.stack(list(values.values()), 1), torch.tensor([u0, u0], dtype=F64))
 
@@ -378,15 +377,16 @@ def test_decoupled_modes_follow_the_closed_form(tmp_path, depth, u0):
         assert np.all(np.abs(got - ref) <= 1e-8 * np.abs(ref))
 
 
-def test_mode_strength_columns_stop_at_sixteen():
+def test_mode_strength_has_a_column_for_every_mode():
+    """r = 18 modes (more than the 16 per-unit columns other metrics stop at): all 18, as asked."""
     exp = build(make_cfg("model=deep_linear", "model.width=20", "task=matrix_cost", "task.target=gaussian",
                          "task.input_dim=20", "task.output_dim=18", "trainer.steps=0"))
     params = init_params(exp)
-    values = mode_strength(SimpleNamespace(model=exp.objective.model, params=params, task=exp.task))
-    assert list(values) == [f"mode_strength/{a + 1}" for a in range(MAX_UNIT_COLUMNS)]
+    values = mode_strength(SimpleNamespace(model=exp.objective.model, params=params, task=exp.task), {})[0]
+    assert list(values) == [f"mode_strength/{a + 1}" for a in range(18)]
     u, _, v = exp.task.modes()
     diag = torch.diagonal(u.T @ exp.objective.model.end_to_end(params)[0] @ v)
-    torch.testing.assert_close(torch.stack(list(values.values()), 1)[0], diag[:MAX_UNIT_COLUMNS], rtol=1e-12, atol=0)
+    torch.testing.assert_close(torch.stack(list(values.values()), 1)[0], diag, rtol=1e-12, atol=0)
     assert "mode_strength" in exp.metrics  # in auto
 
 
@@ -444,7 +444,9 @@ def test_file_init_starts_where_another_run_ended(tmp_path, model):
 
 def _file_error(tmp_path: Path, content, *overrides: str) -> ConfigError:
     path = tmp_path / "start.pt"
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         torch.save(content, path)
     return config_error("model=two_layer", "model.width=3", "task.input_dim=2", "model.init=file",
                         f"model.init_path={path}", *overrides)
@@ -456,6 +458,7 @@ def _starts(e: int = 2, **change) -> dict:
 
 FILE_ERRORS = [
     (None, "cannot be read"),
+    (b"junk\n", "cannot be read"),  # not a zip or pickle: torch.load raises struct.error
     ([1, 2], "must hold a dict"),
     ({"w": torch.zeros(2, 3, 2)}, "missing: a"),
     (_starts(b=torch.zeros(2, 3)), "unknown: b"),

@@ -5,37 +5,23 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from weakref import WeakKeyDictionary
 
-import torch
-from torch import Tensor
 
-from dynamics_bench.metrics.base import MAX_UNIT_COLUMNS, Metric, Snapshot
+from dynamics_bench.metrics.base import Memory, Metric, Snapshot, Values
 from dynamics_bench.models.deep_linear import DeepLinear
-from dynamics_bench.tasks.base import Task
-
-# task -> {(device, dtype): (U (out, R), V (in, R))}, the first R = min(r, MAX_UNIT_COLUMNS) modes; per task object,
-# so the SVD and the copy happen once a run
-_MODES: WeakKeyDictionary[Task, dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]]] = WeakKeyDictionary()
 
 
-def _modes(task: Task, like: Tensor) -> tuple[Tensor, Tensor]:
-    """The task's U, V (first MAX_UNIT_COLUMNS modes) on `like`'s device and dtype, cached."""
-    cache = _MODES.setdefault(task, {})
-    key = (like.device, like.dtype)
-    if key not in cache:
-        u, _, v = task.modes()
-        cache[key] = (u[:, :MAX_UNIT_COLUMNS].to(like), v[:, :MAX_UNIT_COLUMNS].to(like))
-    return cache[key]
-
-
-def mode_strength(s: Snapshot) -> dict[str, Tensor]:
-    """mode_strength/α (α = 1…r, at most MAX_UNIT_COLUMNS, strongest first): the α-th diagonal entry of
-    Uᵀ W_N⋯W_1 V, (E,) each."""
+def mode_strength(s: Snapshot, memory: Memory) -> tuple[Values, Memory]:
+    """mode_strength/α (α = 1…r, strongest first): the α-th diagonal entry of Uᵀ W_N⋯W_1 V, (E,) each. The task's
+    U, V are kept in the memory, on the run's device and dtype, from the first row on."""
     product = s.model.end_to_end(s.params)  # (E, out, in)
-    u, v = _modes(s.task, product)  # (out, R), (in, R)
-    strengths = ((u.T @ product) * v.T).sum(2)  # (E, R): u_αᵀ W v_α
-    return dict(zip(_columns(strengths.shape[1]), strengths.unbind(1)))
+    if not memory:
+        u, _, v = s.task.modes()
+        size = product.shape[0]
+        memory = {"u": u.to(product).expand(size, *u.shape), "v": v.to(product).expand(size, *v.shape)}
+    u, v = memory["u"], memory["v"]  # (E, out, r), (E, in, r)
+    strengths = ((u.mT @ product) * v.mT).sum(2)  # (E, r): u_αᵀ W v_α
+    return dict(zip(_columns(strengths.shape[1]), strengths.unbind(1))), memory
 
 
 @lru_cache
@@ -52,4 +38,4 @@ def _requires(objective, task) -> str | None:
     return None
 
 
-MODES = {"mode_strength": Metric(mode_strength, _requires)}
+MODES = {"mode_strength": Metric(mode_strength, _requires, remembers=True)}

@@ -7,7 +7,6 @@ parameters are ``{k: v[e] for k, v in params.items()}``. Models never mix member
 from __future__ import annotations
 
 import math
-import pickle
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,8 +263,8 @@ def _read_starts(path: str, shapes: dict[str, tuple[int, ...]]) -> Params:
     """The file's tensors as float64 CPU (E, ...), or ConfigError naming model.init_path and what is wrong."""
     key = "model.init_path"
     try:
-        data = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        data = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 — whatever a truncated or foreign file makes torch.load raise
         raise ConfigError(key, path, f"cannot be read as a .pt file of tensors ({type(exc).__name__}: {exc})") from exc
     require(isinstance(data, dict) and all(isinstance(v, Tensor) for v in data.values()), key, path,
             "must hold a dict {name: tensor}, like a run's final_params.pt")

@@ -16,7 +16,7 @@ a_j² − ‖w_j‖² − b_j² in the STORED variables under either parameteriz
 imbalance metric reads :meth:`TwoLayer.stored_neurons`); ``init=balanced`` starts there with zero imbalance.
 :meth:`TwoLayer.neurons` gives the effective weights, what the function and the teacher metrics see.
 
-Zhou–Ge–Jin's starts (docs/theory.md §6.4), for relu/abs without bias: ``init=near_teacher`` puts students on
+Zhou–Ge–Jin's starts (docs/theory.md §6.6), for relu/abs without bias: ``init=near_teacher`` puts students on
 the teacher's neurons, turned by ``model.init_angle``; ``init=nnls`` is their Algorithm 1 (random directions, output
 masses by non-negative least squares). Both set each unit's output mass c_j = a_j‖w_j‖ (effective weights) through
 the output layer (:data:`OUTPUT_LAYERS`). ``init=symmetric`` twins units (2j, 2j+1) with equal input and opposite
@@ -288,7 +288,7 @@ class TwoLayer(Model):
 
     def _nnls(self, gen: torch.Generator) -> Params:
         """Zhou–Ge–Jin's Algorithm 1: directions w̄_j from N(0, I_d), then masses z ≥ 0 minimizing the loss of
-        Σ_j z_j s_j σ(w̄_jᵀx) (s_j the output layer's sign) over z ≥ 0 (docs/theory.md §6.4)."""
+        Σ_j z_j s_j σ(w̄_jᵀx) (s_j the output layer's sign) over z ≥ 0 (docs/theory.md §6.6)."""
         task = self._task_or_fail()
         w = gaussian(gen, (self.width, self.input_dim), 1.0)
         directions = w / torch.linalg.vector_norm(w, dim=1, keepdim=True)  # (m, d)

@@ -13,7 +13,6 @@ Targets are regression targets: y is cast to float, and (n,) becomes (n, 1).
 """
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -27,7 +26,6 @@ from dynamics_bench.config import ConfigError, require
 from dynamics_bench.tasks.base import Task, data_state
 
 SUFFIXES = (".pt", ".npz", ".csv")
-READ_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError)  # what the readers raise
 
 
 @dataclass
@@ -49,6 +47,9 @@ class DatasetConfig:
             require(value is None or suffix == ".csv", f"task.{key}", value,
                     f"must be null for a {suffix} file (column names apply to .csv files only)")
             require(value is None or len(value) > 0, f"task.{key}", value, "must be null or name at least one column")
+        shared = sorted(set(self.inputs or []) & set(self.targets or ["y"])) if self.inputs is not None else []
+        require(not shared, "task.inputs", self.inputs,
+                f"must not name a target column ({', '.join(shared)} is in task.targets): the target would leak into x")
         require(Path(self.path).expanduser().is_file(), "task.path", self.path,
                 f"no such file (a relative path is relative to the working directory, {Path.cwd()})")
 
@@ -75,7 +76,7 @@ def _load(path: str, load: Callable[[Path], Any]) -> Any:
     """load(file); a file the reader refuses becomes a ConfigError on task.path."""
     try:
         return load(Path(path).expanduser())
-    except READ_ERRORS as err:
+    except Exception as err:  # noqa: BLE001 — whatever a truncated or foreign file makes the reader raise
         lines = str(err).strip().splitlines()  # the first line: torch's messages run to paragraphs
         reason = lines[0] if lines else type(err).__name__
         raise ConfigError("task.path", path, f"cannot be read as a {Path(path).suffix} file: {reason}") from err

@@ -1,5 +1,5 @@
 """Gaussian-input kernels k(u, v) = E_{x~N(0,I_d)}[σ(uᵀx)σ(vᵀx)] and the population loss of a two-layer student
-against a two-layer teacher (docs/theory.md §6.1; Cho & Saul 2009 for relu, Zhou–Ge–Jin 2021 for abs, Williams 1997
+against a two-layer teacher (docs/theory.md §6.2–6.3; Cho & Saul 2009 for relu, Zhou–Ge–Jin 2021 for abs, Williams 1997
 for erf).
 
 relu and abs depend on the angle θ = ∠(u, v) through sin θ and (π − θ)cos θ, which autograd cannot differentiate
@@ -20,6 +20,9 @@ from torch import Tensor
 # h(θ) = Σ_k (−1)^{k+1}·2k·θ^{2k+1}/(2k+1)!; below 0.5, 7 terms leave a relative error < 1e-16 (next term 3e-19 at
 # θ = 0.5 against h = 0.04), where sin θ − θ cos θ would cancel (and autograd's h' = θ sin θ with it)
 SERIES_BELOW = 0.5
+# Pairs with 1 − |cos θ| below this take their angle from their vectors (atan2), the others from the Gram matrix
+# (arccos): at 1 − |cos θ| = 1e-3 (θ̃ ≈ 0.045) arccos's relative error is ~1e-16/θ̃² ≈ 5e-14 and its slope ≤ 23.
+NEAR = 1e-3
 H_SERIES = [(-1) ** (k + 1) * 2 * k / math.factorial(2 * k + 1) for k in range(1, 8)]
 
 
@@ -36,26 +39,36 @@ def _folded(u: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """uᵀv, H = ‖u‖‖v‖h(θ̃) with θ̃ = ∠(u, sign(uᵀv)·v) ∈ [0, π/2], and the mask of pairs with a zero vector;
     u (..., m, d), v (..., r, d) -> three (..., m, r).
 
-    Double where: zero vectors and exactly coincident folded directions are replaced by harmless values before
-    any norm, division or atan2 sees them, so their backward passes (and double backward) stay finite; the
-    caller's where then discards those entries. θ̃ = 2·atan2(‖ū − ṽ‖, ‖ū + ṽ‖) keeps full relative accuracy at
-    small angles, where arccos(ūᵀṽ) would lose half the digits."""
+    θ̃ = arccos|cos θ| from the Gram matrix for most pairs: O(m·r) memory. Within NEAR of 1 − |cos θ| = 0 arccos
+    would lose half the digits (and its derivative blows up), so those pairs alone get θ̃ = 2·atan2(‖ū − ṽ‖, ‖ū + ṽ‖)
+    from their vectors, full relative accuracy at any angle: O(pairs·d) more. Double where: zero vectors and exactly
+    coincident folded directions are replaced by harmless values before any norm, division, arccos or atan2 sees
+    them, so their backward passes (and double backward) stay finite; the caller's where then discards them."""
+    lead = torch.broadcast_shapes(u.shape[:-2], v.shape[:-2])
+    u, v = u.expand(*lead, *u.shape[-2:]), v.expand(*lead, *v.shape[-2:])
     u_zero = torch.linalg.vector_norm(u, dim=-1) == 0  # (..., m)
     v_zero = torch.linalg.vector_norm(v, dim=-1) == 0  # (..., r)
     zero = u_zero[..., :, None] | v_zero[..., None, :]  # (..., m, r)
     u = torch.where(u_zero[..., None], 1.0, u)
     v = torch.where(v_zero[..., None], 1.0, v)
     nu, nv = torch.linalg.vector_norm(u, dim=-1), torch.linalg.vector_norm(v, dim=-1)
+    norms = nu[..., :, None] * nv[..., None, :]  # (..., m, r)
     dot = u @ v.mT  # (..., m, r)
-    sign = torch.where(dot >= 0, 1.0, -1.0).to(dot.dtype)[..., None]  # (..., m, r, 1)
-    ub = (u / nu[..., None])[..., :, None, :]  # (..., m, 1, d)
-    vb = (v / nv[..., None])[..., None, :, :]  # (..., 1, r, d)
-    diff, total = ub - sign * vb, ub + sign * vb  # (..., m, r, d)
-    parallel = (diff == 0).all(-1)  # (..., m, r): θ̃ = 0 exactly (u = v, u = 2v, u = −v, ...)
-    diff = torch.where(parallel[..., None], 1.0, diff)
-    theta = 2 * torch.atan2(torch.linalg.vector_norm(diff, dim=-1), torch.linalg.vector_norm(total, dim=-1))
-    big_h = torch.where(parallel, 0.0, nu[..., :, None] * nv[..., None, :] * _h(theta))  # (..., m, r)
-    return dot, big_h, zero
+    sign = torch.where(dot >= 0, 1.0, -1.0).to(dot.dtype)  # (..., m, r), a constant: at uᵀv = 0 |·| would kill
+    cosine = (sign * dot / norms).clamp(max=1.0)  # the slope that the folded closed form keeps
+    near = cosine > 1 - NEAR
+    theta = torch.arccos(torch.where(near, 0.5, cosine))  # near pairs are overwritten below
+    pairs = near.nonzero(as_tuple=True)  # (..., i, j) indices of the near pairs
+    if pairs[0].numel():
+        ub = (u / nu[..., None])[(*pairs[:-1],)]  # (K, d)
+        vb = (v / nv[..., None])[(*pairs[:-2], pairs[-1])]  # (K, d)
+        flip = sign[pairs][:, None]  # (K, 1)
+        diff, total = ub - flip * vb, ub + flip * vb
+        parallel = (diff == 0).all(-1)  # (K,): θ̃ = 0 exactly (u = v, u = 2v, u = −v, ...)
+        diff = torch.where(parallel[:, None], 1.0, diff)
+        close = 2 * torch.atan2(torch.linalg.vector_norm(diff, dim=-1), torch.linalg.vector_norm(total, dim=-1))
+        theta = theta.index_put(pairs, torch.where(parallel, 0.0, close))  # h(0) = h′(0) = h″(0) = 0
+    return dot, norms * _h(theta), zero
 
 
 def _relu(u: Tensor, v: Tensor) -> Tensor:
@@ -82,7 +95,7 @@ KERNELS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"relu": _relu, "abs": 
 
 
 def gaussian_kernel(activation: str, u: Tensor, v: Tensor) -> Tensor:
-    """k(u_i, v_j) = E_{x~N(0,I_d)}[σ(u_iᵀx)σ(v_jᵀx)] for every pair (docs/theory.md §6.1); u (..., m, d),
+    """k(u_i, v_j) = E_{x~N(0,I_d)}[σ(u_iᵀx)σ(v_jᵀx)] for every pair (docs/theory.md §6.2); u (..., m, d),
     v (..., r, d) -> (..., m, r), leading dims broadcast. With θ = ∠(u, v):
         abs:  (‖u‖‖v‖/π)(2 sin θ + (π − 2θ)cos θ)
         relu: (‖u‖‖v‖/2π)(sin θ + (π − θ)cos θ)
@@ -90,14 +103,14 @@ def gaussian_kernel(activation: str, u: Tensor, v: Tensor) -> Tensor:
     Twice differentiable by autograd everywhere. At θ = 0 and θ = π (where relu's k = ½uᵀv + O(θ³) and O((π − θ)³),
     abs's k = ±uᵀv + O(θ³)) gradient and Hessian are the exact limits. At a zero vector relu and abs are not
     differentiable: k = 0 and every derivative of that pair is 0, the convention autograd gives on samples
-    (relu'(0) = sign(0) = 0). relu and abs hold (..., m, r, d) intermediates: O(m·r·d) memory."""
+    (relu'(0) = sign(0) = 0). relu and abs take O(m·r) memory, plus O(d) per pair of nearly parallel directions."""
     if activation not in KERNELS:
         raise ValueError(f"activation={activation!r} has no Gaussian kernel; valid: {', '.join(KERNELS)}")
     return KERNELS[activation](u, v)
 
 
 def population_loss(w: Tensor, a: Tensor, teacher_weights: Tensor, activation: str) -> Tensor:
-    """½·Σ_o E_{x~N(0,I_d)}[(f_o(x) − f*(x))²] per member (docs/theory.md §6.1): the mse loss with reduction=mean as
+    """½·Σ_o E_{x~N(0,I_d)}[(f_o(x) − f*(x))²] per member (docs/theory.md §6.3): the mse loss with reduction=mean as
     n → ∞. Student f_o(x) = Σ_j a_oj σ(w_jᵀx), w (E, m, d), a (E, o, m) effective weights; teacher
     f*(x) = Σ_i σ(w_i*ᵀx), teacher_weights (r, d), unit top weights. Returns (E,):
         ½·Σ_o [Σ_jk a_oj a_ok k(w_j, w_k) − 2·Σ_ji a_oj k(w_j, w_i*) + Σ_ii' k(w_i*, w_i'*)].
