@@ -15,6 +15,7 @@ from scipy.integrate import solve_ivp
 
 from dynamics_bench.metrics.ntk import ntk_gram
 from dynamics_bench.models import build_model
+from dynamics_bench.theory import kernels
 from dynamics_bench.theory import (balanced_mode_strength, balanced_mode_time, du_gram, gaussian_kernel, ntk_mlp,
                                    ntk_two_layer, population_loss, saxe_mode_strength, saxe_time,
                                    scalar_product_time, vector_case_time)
@@ -247,6 +248,78 @@ def test_kernel_curvature_at_small_angles_is_accurate(activation, angle):
     expected[1, 1] = 2 * c * (0.8 / 1.5) * math.sin(theta)
     hess_uu = kernel_derivatives(activation, u, v)[2][:2, :2]
     assert torch.linalg.matrix_norm(hess_uu - expected) <= 1e-12 * expected[1, 1]
+
+
+SWITCH = math.acos(1 - kernels.NEAR)  # the folded angle where the angle's source switches (Gram arccos / atan2)
+
+
+@pytest.mark.parametrize("activation", KINKED)
+@pytest.mark.parametrize("side", [1 - 1e-6, 1 + 1e-6])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_kernel_is_seamless_where_the_angle_changes_source(activation, side, sign):
+    """Just inside (atan2 on the vectors) and just outside (arccos of the Gram cosine) the switch, at generic
+    directions in d = 4, v on either side of u (folded onto −v for sign −1): the value matches the closed form
+    (Python floats) and the gradient and Hessian match central differences (h = 1e-5, 1e-6: O(h²) + eps/h ≈ 1e-10)."""
+    g = gen(12)
+    u = randn(g, 4)
+    perpendicular = randn(g, 4)
+    perpendicular -= (perpendicular @ u) / (u @ u) * u
+    angle = SWITCH * side
+    v = sign * 0.7 * (math.cos(angle) * u / u.norm() + math.sin(angle) * perpendicular / perpendicular.norm())
+    theta = math.acos(max(-1.0, min(1.0, (u @ v / (u.norm() * v.norm())).item())))
+    nu, nv = u.norm().item(), v.norm().item()
+    closed = {"relu": nu * nv / (2 * math.pi) * (math.sin(theta) + (math.pi - theta) * math.cos(theta)),
+              "abs": nu * nv / math.pi * (2 * math.sin(theta) + (math.pi - 2 * theta) * math.cos(theta))}[activation]
+    k, grad, hess = kernel_derivatives(activation, u, v)
+    assert k.item() == pytest.approx(closed, rel=1e-12)
+
+    def f(q: torch.Tensor) -> torch.Tensor:
+        return gaussian_kernel(activation, q[None, :4], q[None, 4:])[0, 0]
+    p = torch.cat([u, v])
+    torch.testing.assert_close(grad, fd_grad(f, p, 1e-5), rtol=0, atol=1e-8)
+    columns = [fd_hvp(f, p, e, 1e-6) for e in torch.eye(8, dtype=F64)]
+    torch.testing.assert_close(hess, torch.stack(columns, 1), rtol=0, atol=1e-8)
+
+
+def aligned_students(m: int, d: int, spread: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One member of m students within ~spread of one unit teacher (every pair nearly parallel), norm-tied masses."""
+    g = gen(13)
+    teacher = torch.nn.functional.normalize(randn(g, 1, d), dim=1)
+    w = (teacher + spread * randn(g, m, d) / math.sqrt(d)) / math.sqrt(m)
+    return w[None].requires_grad_(True), w.norm(dim=1)[None, None].detach(), teacher
+
+
+def test_chunked_near_angles_equal_the_direct_ones(monkeypatch):
+    """The checkpointed chunks (taken when near pairs × d exceed CHUNK_ENTRIES) give the same loss, gradient and
+    Hessian-vector product as one pass: the same arithmetic, recomputed in the backward."""
+    w, a, teacher = aligned_students(12, 6, 1e-3)
+    direction = randn(gen(14), *w.shape)
+
+    def derivatives():
+        loss = population_loss(w, a, teacher, "relu").sum()
+        grad = torch.autograd.grad(loss, w, create_graph=True)[0]
+        return loss, grad, torch.autograd.grad(grad, w, direction)[0]
+    direct = derivatives()
+    monkeypatch.setattr(kernels, "CHUNK_ENTRIES", 7 * 6)  # 7 pairs a chunk: 169 near pairs, 25 chunks
+    chunked = derivatives()
+    for one, other in zip(direct, chunked):
+        torch.testing.assert_close(one, other, rtol=1e-14, atol=1e-16)
+
+
+def test_gradient_of_aligned_students_saves_no_pair_by_dimension_tensor():
+    """Late in a run every student of a group is nearly parallel to its teacher and siblings (K ≈ m² pairs take
+    the vector path): the graph of one loss must not keep (K, d) tensors. Saved bytes counted by autograd's
+    saved-tensor hook, m = 64, d = 512: (m + 1)²·d·8 B = 17 MB per such tensor; everything O(m² + m·d) is < 2 MB."""
+    w, a, teacher = aligned_students(64, 512, 1e-3)
+    saved = []
+
+    def count(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t.numel() * t.element_size())
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+        loss = population_loss(w, a, teacher, "relu").sum()
+    assert max(saved) < 2 * 2**20
+    torch.autograd.grad(loss, w)  # the backward recomputes the chunks
 
 
 @pytest.mark.parametrize("activation", KINKED)

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 # h(θ) = Σ_k (−1)^{k+1}·2k·θ^{2k+1}/(2k+1)!; below 0.5, 7 terms leave a relative error < 1e-16 (next term 3e-19 at
 # θ = 0.5 against h = 0.04), where sin θ − θ cos θ would cancel (and autograd's h' = θ sin θ with it)
@@ -23,6 +24,7 @@ SERIES_BELOW = 0.5
 # Pairs with 1 − |cos θ| below this take their angle from their vectors (atan2), the others from the Gram matrix
 # (arccos): at 1 − |cos θ| = 1e-3 (θ̃ ≈ 0.045) arccos's relative error is ~1e-16/θ̃² ≈ 5e-14 and its slope ≤ 23.
 NEAR = 1e-3
+CHUNK_ENTRIES = 2**20  # near pairs × d above which their angles are computed in checkpointed chunks (8 MB each)
 H_SERIES = [(-1) ** (k + 1) * 2 * k / math.factorial(2 * k + 1) for k in range(1, 8)]
 
 
@@ -41,9 +43,10 @@ def _folded(u: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
     θ̃ = arccos|cos θ| from the Gram matrix for most pairs: O(m·r) memory. Within NEAR of 1 − |cos θ| = 0 arccos
     would lose half the digits (and its derivative blows up), so those pairs alone get θ̃ = 2·atan2(‖ū − ṽ‖, ‖ū + ṽ‖)
-    from their vectors, full relative accuracy at any angle: O(pairs·d) more. Double where: zero vectors and exactly
-    coincident folded directions are replaced by harmless values before any norm, division, arccos or atan2 sees
-    them, so their backward passes (and double backward) stay finite; the caller's where then discards them."""
+    from their unit vectors, accurate to ~eps/θ̃ relative (the rounding of ū, ṽ) rather than arccos's ~eps/θ̃²
+    (:func:`_close_angles`: O(pairs) memory more for a gradient). Double where: zero vectors and exactly coincident
+    folded directions are replaced by harmless values before any norm, division, arccos or atan2 sees them, so
+    their backward passes (and double backward) stay finite; the caller's where then discards them."""
     lead = torch.broadcast_shapes(u.shape[:-2], v.shape[:-2])
     u, v = u.expand(*lead, *u.shape[-2:]), v.expand(*lead, *v.shape[-2:])
     u_zero = torch.linalg.vector_norm(u, dim=-1) == 0  # (..., m)
@@ -60,15 +63,34 @@ def _folded(u: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     theta = torch.arccos(torch.where(near, 0.5, cosine))  # near pairs are overwritten below
     pairs = near.nonzero(as_tuple=True)  # (..., i, j) indices of the near pairs
     if pairs[0].numel():
-        ub = (u / nu[..., None])[(*pairs[:-1],)]  # (K, d)
-        vb = (v / nv[..., None])[(*pairs[:-2], pairs[-1])]  # (K, d)
-        flip = sign[pairs][:, None]  # (K, 1)
-        diff, total = ub - flip * vb, ub + flip * vb
-        parallel = (diff == 0).all(-1)  # (K,): θ̃ = 0 exactly (u = v, u = 2v, u = −v, ...)
-        diff = torch.where(parallel[:, None], 1.0, diff)
-        close = 2 * torch.atan2(torch.linalg.vector_norm(diff, dim=-1), torch.linalg.vector_norm(total, dim=-1))
-        theta = theta.index_put(pairs, torch.where(parallel, 0.0, close))  # h(0) = h′(0) = h″(0) = 0
+        close = _close_angles(u / nu[..., None], v / nv[..., None], sign[pairs], pairs)
+        theta = theta.index_put(pairs, close)
     return dot, norms * _h(theta), zero
+
+
+def _close_angle(unit_u: Tensor, unit_v: Tensor, flip: Tensor, *pairs: Tensor) -> Tensor:
+    """θ̃ = 2·atan2(‖ū − sṽ‖, ‖ū + sṽ‖) for the given (..., i, j) pairs, (K,); 0 where exactly parallel (where
+    h(0) = h′(0) = h″(0) = 0, and the double where keeps atan2's singular slope out of the graph)."""
+    ub = unit_u[(*pairs[:-1],)]  # (K, d)
+    vb = unit_v[(*pairs[:-2], pairs[-1])]  # (K, d)
+    diff, total = ub - flip[:, None] * vb, ub + flip[:, None] * vb
+    parallel = (diff == 0).all(-1)  # (K,): θ̃ = 0 exactly (u = v, u = 2v, u = −v, ...)
+    diff = torch.where(parallel[:, None], 1.0, diff)
+    close = 2 * torch.atan2(torch.linalg.vector_norm(diff, dim=-1), torch.linalg.vector_norm(total, dim=-1))
+    return torch.where(parallel, 0.0, close)
+
+
+def _close_angles(unit_u: Tensor, unit_v: Tensor, flip: Tensor, pairs: tuple[Tensor, ...]) -> Tensor:
+    """_close_angle over all near pairs. When they are many (late in a run every student of a group is nearly
+    parallel to its teacher and its siblings: K ≈ m²/r), chunks of CHUNK_ENTRIES (K·d) entries are checkpointed:
+    their (chunk, d) intermediates are recomputed in the backward instead of kept, so a loss-and-gradient holds
+    O(K) beyond the inputs rather than O(K·d) (a Hessian-vector product's graph still holds them)."""
+    count, dim = flip.shape[0], unit_u.shape[-1]
+    if count * dim <= CHUNK_ENTRIES:
+        return _close_angle(unit_u, unit_v, flip, *pairs)
+    step = max(1, CHUNK_ENTRIES // dim)
+    return torch.cat([checkpoint(_close_angle, unit_u, unit_v, flip[i:i + step], *(p[i:i + step] for p in pairs),
+                                 use_reentrant=False) for i in range(0, count, step)])
 
 
 def _relu(u: Tensor, v: Tensor) -> Tensor:
