@@ -238,8 +238,9 @@ def test_kernel_near_coincident_directions_approach_the_limit(activation, angle)
 @pytest.mark.parametrize("angle", [1e-3, 1e-6, 1e-8])
 def test_kernel_curvature_at_small_angles_is_accurate(activation, angle):
     """Differentiating ∇_u k = c·[(π − θ)·v/c' + ‖v‖ sin θ·ū] (relu: c = 1/2π, c' = 1; abs: c = 2/π, c' = 2;
-    docs/theory.md §6.1) once more gives ∂²k/∂u² = c·(‖v‖/‖u‖)·sin θ·(ppᵀ + I − ūūᵀ), p = (v̄ − cos θ·ū)/sin θ: in the
-    plane with ū = e1, 2c·(‖v‖/‖u‖)·sin θ·e2e2ᵀ. Autograd matches it to round-off (measured 2e-16 relative); the
+    docs/theory.md §6.2) once more gives ∂²k/∂u² = c·(‖v‖/‖u‖)·sin θ·(ppᵀ + I − ūūᵀ), p = (v̄ − cos θ·ū)/sin θ: in the
+    plane with ū = e1, 2c·(‖v‖/‖u‖)·sin θ·e2e2ᵀ. Here u and v normalize exactly, and autograd matches it to
+    round-off (measured 2e-16 relative; for generic directions the rounding of ū, ṽ adds ~eps/θ relative); the
     closed form sin θ − θ cos θ for h would be off by ~1e-16/θ (3.6e-11 relative at 1e-6, 7e-9 at 1e-8)."""
     c = {"relu": 1 / (2 * math.pi), "abs": 2 / math.pi}[activation]
     u, v = torch.tensor([1.5, 0.0], dtype=F64), 0.8 * torch.tensor([math.cos(angle), math.sin(angle)], dtype=F64)
