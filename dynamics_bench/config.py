@@ -11,6 +11,7 @@ import dataclasses
 import math
 import types
 import typing
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 
@@ -117,6 +118,17 @@ def parse_section(schema: type[T], values: dict[str, Any], prefix: str) -> T:
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{prefix}.{name}", None, "is required")
     return schema(**kwargs)
+
+
+def read_file(key: str, path: str, load: typing.Callable[[Path], T], what: str) -> T:
+    """load(path) (a leading ~ expanded); whatever the reader raises on a truncated or foreign file becomes a
+    ConfigError on `key`, saying it cannot be read as `what`, with the reader's first line of explanation."""
+    try:
+        return load(Path(path).expanduser())
+    except Exception as err:  # noqa: BLE001 — readers raise anything from struct.error to UnpicklingError
+        lines = str(err).strip().splitlines()  # the first line: torch's messages run to paragraphs
+        reason = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+        raise ConfigError(key, path, f"cannot be read as {what} ({reason})") from err
 
 
 def positive(key: str, value: float | int | None, allow_none: bool = False, allow_inf: bool = False) -> None:

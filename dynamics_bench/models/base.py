@@ -9,13 +9,12 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
 
-from dynamics_bench.config import ConfigError, choice, positive, require
+from dynamics_bench.config import ConfigError, choice, positive, read_file, require
 from dynamics_bench.quadrature import integral_from_zero
 
 Params = dict[str, Tensor]
@@ -262,10 +261,8 @@ class InitFile:
 def _read_starts(path: str, shapes: dict[str, tuple[int, ...]]) -> Params:
     """The file's tensors as float64 CPU (E, ...), or ConfigError naming model.init_path and what is wrong."""
     key = "model.init_path"
-    try:
-        data = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 — whatever a truncated or foreign file makes torch.load raise
-        raise ConfigError(key, path, f"cannot be read as a .pt file of tensors ({type(exc).__name__}: {exc})") from exc
+    data = read_file(key, path, lambda file: torch.load(file, map_location="cpu", weights_only=True),
+                     "a .pt file of tensors")
     require(isinstance(data, dict) and all(isinstance(v, Tensor) for v in data.values()), key, path,
             "must hold a dict {name: tensor}, like a run's final_params.pt")
     want = ", ".join(shapes)

@@ -57,7 +57,10 @@ def _signs(m: int) -> Tensor:
 
 
 def _alternating(params: Params, output_dim: int) -> Tensor:
-    return _ones(params, output_dim) * _signs(params["w"].shape[-2]).to(params["w"])  # (E, out, m)
+    """fixed_signs' output weights (E, out, m), made where the parameters are (no host copy per forward)."""
+    a = _ones(params, output_dim)
+    a[..., 1::2] = -1.0
+    return a
 
 
 def _norms(params: Params, output_dim: int) -> Tensor:

@@ -74,6 +74,12 @@ def data_state(x: Tensor, y: Tensor) -> dict[str, Tensor]:
     return {"x": x.cpu(), "y": y.cpu()} if x.numel() <= STATE_DATA_MAX else {}
 
 
+def target_state(target: Tensor, modes: tuple[Tensor, Tensor, Tensor], x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """task.pt of a task with a target matrix: "target" (out, in), its modes "U", "S", "V", and data_state."""
+    u, s, v = modes
+    return {"target": target.cpu(), "U": u, "S": s, "V": v, **data_state(x, y)}
+
+
 def nonzero_modes(matrix: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """U (out, r), S (r,), V (in, r): the nonzero singular modes of a float64 (out, in) matrix, S descending.
 

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from dynamics_bench.config import ConfigError, require
+from dynamics_bench.config import read_file, require
 from dynamics_bench.tasks.base import Task, data_state
 
 SUFFIXES = (".pt", ".npz", ".csv")
@@ -74,12 +74,7 @@ def _named_arrays(path: str, arrays: dict[str, Any]) -> tuple[Tensor, Tensor]:
 
 def _load(path: str, load: Callable[[Path], Any]) -> Any:
     """load(file); a file the reader refuses becomes a ConfigError on task.path."""
-    try:
-        return load(Path(path).expanduser())
-    except Exception as err:  # noqa: BLE001 — whatever a truncated or foreign file makes the reader raise
-        lines = str(err).strip().splitlines()  # the first line: torch's messages run to paragraphs
-        reason = lines[0] if lines else type(err).__name__
-        raise ConfigError("task.path", path, f"cannot be read as a {Path(path).suffix} file: {reason}") from err
+    return read_file("task.path", path, load, f"a {Path(path).suffix} file")
 
 
 def _npz_arrays(file: Path) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from dynamics_bench.config import require
 from dynamics_bench.models.base import gaussian
-from dynamics_bench.tasks.base import Task, data_state, nonzero_modes
+from dynamics_bench.tasks.base import Task, nonzero_modes, target_state
 
 Target = float | list[list[float]] | list[float] | str
 
@@ -85,5 +85,4 @@ class MatrixCost(Task):
         return self._modes
 
     def state(self) -> dict[str, Tensor]:
-        u, s, v = self._modes
-        return {"target": self.target_matrix.cpu(), "U": u, "S": s, "V": v, **data_state(self._x, self._y)}
+        return target_state(self.target_matrix, self._modes, self._x, self._y)
