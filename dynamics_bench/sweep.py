@@ -1,24 +1,48 @@
-"""Sweep -> table: ``dynamics-bench-aggregate SWEEP_DIR`` writes SWEEP_DIR/sweep.csv, one row per run and
-member (the run's Hydra overrides as columns, then its summary fields and the member's final metrics), and
-prints it. ``--plot METRIC`` also draws METRIC against t for every run and member (SWEEP_DIR/METRIC.png)."""
+"""Sweep -> tables and figures: ``dynamics-bench-aggregate SWEEP_DIR`` writes SWEEP_DIR/sweep.csv, one row per run
+and member (the run's Hydra overrides as columns, then its summary fields and the member's final metrics), and
+prints its override columns, status, final loss and time to target. ``--plot METRIC`` draws METRIC against t (or
+step) for every run and member, one colour per override combination, as SWEEP_DIR/METRIC.png. ``--fit METRIC``
+fits the late-time power-law slope and exponential rate of METRIC against t per run and member (and, with
+``--reach LEVEL``, the time METRIC reaches LEVEL), prints them and writes SWEEP_DIR/fit_METRIC.csv."""
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
+
+from dynamics_bench.theory.fits import exponential, fit_window, power_law, time_to_reach
 
 RUN_FIELDS = ["status", "steps", "t", "final_loss", "time_to_target", "invariant_drift_max", "wall_seconds",
               "steps_per_second", "iterations", "rejected_steps", "grad_evals", "device", "dtype"]
 MEMBER_FIELDS = ["steps", "t", "rejected_steps", "grad_evals"]  # as member_<field>: a member's own count
+COUNTS = {"steps", "iterations", "rejected_steps", "grad_evals", "member", "member_seed", "stop_step",
+          *(f"member_{k}" for k in MEMBER_FIELDS if k != "t")}  # Int64 even where every run lacks them
+CONSOLE_FIELDS = ["member", "status", "final_loss", "time_to_target"]  # after run and the override columns
+CURVE_COLUMNS = {"step", "t", "member"}  # metrics.csv columns that are not metrics
+SCALES = {"loglog": ("log", "log"), "semilogy": ("linear", "log"), "linear": ("linear", "linear")}
+POOLED = {"seed"}  # runs differing only in these overrides are members of one combination
+MEMBER_WIDTH, MEDIAN_WIDTH, SINGLE_WIDTH = 0.7, 2.4, 1.6
+
+
+def _natural(path: Path) -> list[Any]:
+    # Hydra numbers jobs 0, 1, …, 10: order them as numbers, not as text (0, 1, 10, 2)
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
 def _run_dirs(path: Path) -> list[Path]:
-    return sorted(p.parent for p in path.rglob("summary.json"))
+    return sorted((p.parent for p in path.rglob("summary.json")), key=_natural)
+
+
+def _name(run_dir: Path, root: Path) -> str:
+    return str(run_dir.relative_to(root)) or "."
 
 
 def overrides(run_dir: Path) -> dict[str, Any]:
@@ -33,34 +57,73 @@ def overrides(run_dir: Path) -> dict[str, Any]:
     return out
 
 
+def _number(value: Any) -> Any:
+    # summary.json stores non-finite floats as the strings "inf", "-inf", "nan" (JSON has no such numbers)
+    if isinstance(value, str) and value.lower() in ("inf", "-inf", "+inf", "nan", "infinity", "-infinity"):
+        return float(value)
+    return value
+
+
 def _rows(run_dir: Path, root: Path) -> list[dict[str, Any]]:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    base = {"run": str(run_dir.relative_to(root)) or ".", **overrides(run_dir)}
+    summary = {k: _number(v) for k, v in json.loads((run_dir / "summary.json").read_text()).items()}
+    base = {"run": _name(run_dir, root), **overrides(run_dir)}
     base.update({f"run_{k}" if k in ("final_loss", "time_to_target", "status") else k: summary.get(k)
                  for k in RUN_FIELDS})
     if summary.get("status") == "failed":
-        return [{**base, "reason": summary.get("reason")}]
+        return [{**base, "status": "failed", "reason": summary.get("reason")}]
     rows = []
     for m in summary["members"]:
+        m = {k: _number(v) for k, v in m.items()}
         row = {**base, "member": m["member"], "member_seed": m["seed"], "status": m["status"],
                "stop_step": m["stop_step"], "final_loss": m["final_loss"], "time_to_target": m["time_to_target"]}
         row.update({f"member_{k}": m.get(k) for k in MEMBER_FIELDS})
-        row.update({f"final_{k}": v for k, v in m["final"].items() if k != "loss"})
+        row.update({f"final_{k}": _number(v) for k, v in m["final"].items() if k != "loss"})
         rows.append(row)
     return rows
 
 
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _column(values: list[Any], integer: bool = False) -> pd.Series:
+    """A column whose integers stay integers (nullable Int64 where some are missing; integer=True: also where
+    all are) and whose missing values are NaN (pd.NA in an Int64 column) whatever the other values are."""
+    present = [v for v in values if not _missing(v)]
+    if not present and not integer:
+        return pd.Series([math.nan] * len(values), dtype=float)
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in present):
+        return pd.Series([pd.NA if _missing(v) else int(v) for v in values], dtype="Int64")
+    return pd.Series([math.nan if _missing(v) else v for v in values])
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The rows as a DataFrame, columns in order of first appearance, each built by _column."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return pd.DataFrame({c: _column([row.get(c) for row in rows], c in COUNTS) for c in columns},
+                        index=range(len(rows)))
+
+
 def aggregate(path: str | Path, write: bool = True) -> pd.DataFrame:
     """Read every run under `path` (a multirun directory or one run directory) into a DataFrame, one row
-    per run and member; with write=True also save it as path/sweep.csv."""
+    per run and member; with write=True also save it as path/sweep.csv (missing values empty)."""
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory")
-    rows = [row for run_dir in _run_dirs(root) for row in _rows(run_dir, root)]
-    table = pd.DataFrame(rows)
+    table = _frame([row for run_dir in _run_dirs(root) for row in _rows(run_dir, root)])
     if write:
         table.to_csv(root / "sweep.csv", index=False)
     return table
+
+
+def _cell(value: Any) -> Any:
+    return str(value) if isinstance(value, (list, dict)) else value
+
+
+def _runs(root: Path) -> pd.DataFrame:
+    """One row per run under root: its name (column run) and its overrides (lists and dicts as text)."""
+    return _frame([{"run": _name(d, root), **{k: _cell(v) for k, v in overrides(d).items()}}
+                   for d in _run_dirs(root)])
 
 
 def load_metrics(path: str | Path) -> pd.DataFrame:
@@ -70,58 +133,288 @@ def load_metrics(path: str | Path) -> pd.DataFrame:
     for run_dir in _run_dirs(root):
         if (run_dir / "metrics.csv").exists():
             frame = pd.read_csv(run_dir / "metrics.csv")
-            for key, value in {"run": str(run_dir.relative_to(root)) or ".", **overrides(run_dir)}.items():
-                frame[key] = str(value) if isinstance(value, (list, dict)) else value
+            for key, value in {"run": _name(run_dir, root), **overrides(run_dir)}.items():
+                frame[key] = _cell(value)
             frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def plot(path: str | Path, metric: str) -> Path:
-    """METRIC against t (log-log where positive) for every run and member; saved as path/METRIC.png."""
+def metric_names(path: str | Path) -> list[str]:
+    """The metrics any run under `path` recorded (metrics.csv columns other than step, t and member)."""
+    names: dict[str, None] = {}
+    for run_dir in _run_dirs(Path(path)):
+        if (run_dir / "metrics.csv").exists():
+            names.update(dict.fromkeys(pd.read_csv(run_dir / "metrics.csv", nrows=0).columns))
+    return [n for n in names if n not in CURVE_COLUMNS]
+
+
+def _check(path: Path, metrics: list[str]) -> None:
+    """Raise KeyError naming every metric in `metrics` no run recorded, and the ones they did."""
+    available = metric_names(path)
+    unknown = [m for m in metrics if m not in available]
+    if unknown:
+        raise KeyError(f"no metric{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} in the runs' "
+                       f"metrics.csv; available: {', '.join(available) or 'none'}")
+
+
+def _varying(runs: pd.DataFrame) -> list[str]:
+    """The override columns whose value is not the same in every run (missing counts as a value)."""
+    return [c for c in runs.columns if c != "run" and runs[c].astype(str).nunique() > 1]
+
+
+def _sort_key(column: pd.Series) -> pd.Series:
+    numbers = pd.to_numeric(column, errors="coerce")  # widths 8, 16, 128 in numeric order
+    return numbers if numbers.notna().all() else column.astype(str)
+
+
+def default_scale(values: pd.Series) -> str:
+    """loglog for a metric that is never negative and positive in at least half its finite values (a power law
+    that starts at 0 included), linear otherwise."""
+    finite = values[np.isfinite(values.to_numpy(dtype=float))]
+    return "loglog" if len(finite) and (finite >= 0).all() and (finite > 0).mean() >= 0.5 else "linear"
+
+
+def _points(mask: pd.Series) -> str:
+    n = int(mask.sum())
+    return f"{n} point{'s' * (n != 1)}"
+
+
+def _drawable(curves: pd.DataFrame, metric: str, x: str, scale: str) -> tuple[pd.DataFrame, str]:
+    """The points that can be drawn on these axes, and a note saying which were left out and why."""
+    x_log, y_log = (axis == "log" for axis in SCALES[scale])
+    notes, keep = [], np.isfinite(curves[metric].to_numpy(dtype=float))
+    if (~keep & curves[metric].notna()).any():
+        notes.append(f"{_points(~keep & curves[metric].notna())} with non-finite {metric}")
+    if x_log and ((bad := keep & (curves[x] <= 0)).any()):
+        zero = (curves.loc[bad, x] == 0).all()
+        notes.append(f"{_points(bad)} at {x} = 0" if zero else f"{_points(bad)} with {x} ≤ 0")
+        keep &= ~bad
+    if y_log and ((bad := keep & (curves[metric] <= 0)).any()):
+        notes.append(f"{_points(bad)} with {metric} ≤ 0")
+        keep &= ~bad
+    note = ("left out (log axes): " if x_log or y_log else "left out: ") + "; ".join(notes) if notes else ""
+    return curves[keep], note
+
+
+def _median(lines: list[pd.Series]) -> pd.Series:
+    """The pointwise median of curves (indexed by x), each interpolated onto the others' x inside its own
+    range: members of an adaptive run need not share their x."""
+    table = pd.concat(lines, axis=1).sort_index()
+    return table.interpolate(method="index", limit_area="inside").median(axis=1)
+
+
+def _colours(n: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["turbo"](v) for v in np.linspace(0.05, 0.95, n)]
+
+
+def _label(values: pd.Series) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def _curve_name(runs: pd.DataFrame, varying: list[str], run: str, member: int) -> str:
+    """'member i', after what tells the runs of one combination apart: the pooled overrides, else the run."""
+    pooled = [k for k in varying if k in POOLED]
+    if pooled:
+        return f"{_label(runs.set_index('run').loc[run, pooled])}, member {member}"
+    return f"{run}, member {member}" if len(runs) > 1 else f"member {member}"
+
+
+def _title(root: Path, metric: str, runs: pd.DataFrame, varying: list[str]) -> str:
+    sweep = "/".join(root.resolve().parts[-2:])
+    fixed = ", ".join(f"{k}={runs[k].iloc[0]}" for k in runs.columns  # column by column: Int64 stays integer
+                      if k not in ("run", *varying) and not _missing(runs[k].iloc[0]))
+    fixed = fixed if len(fixed) <= 100 else fixed[:99] + "…"
+    return f"{metric}: {sweep}" + (f"\n{fixed}" if fixed else "")
+
+
+def figure(path: str | Path, metric: str, x: str = "t", scale: str | None = None,
+           data: pd.DataFrame | None = None):
+    """METRIC against x ('t' or 'step') for every run and member under `path` as a matplotlib Figure: one colour
+    per combination of the varying overrides (runs differing only in seed pooled), its members thin and their
+    median bold, a legend by combination, the sweep in the title. scale is loglog, semilogy or linear (None:
+    default_scale); points a log axis cannot show are left out and counted in a note under the axes. A single
+    combination's curves get a colour each, labelled 'member i'. data: load_metrics(path) if already loaded."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+    from matplotlib.lines import Line2D
 
     root = Path(path)
-    data = load_metrics(root)
-    if metric not in data:
-        raise KeyError(f"no column {metric!r} in the runs' metrics.csv; columns: {', '.join(data.columns)}")
-    fixed = {"run", "step", "t", "member", *pd.read_csv(next(root.rglob("metrics.csv")), nrows=0).columns}
-    varying = [c for c in data.columns if c not in fixed and data[c].nunique(dropna=False) > 1]
-    fig = Figure(figsize=(6, 4))
+    _check(root, [metric])
+    data = load_metrics(root) if data is None else data
+    runs = _runs(root)
+    varying = _varying(runs)
+    keys = [k for k in varying if k not in POOLED]
+    curves = data.loc[data[metric].notna(), ["run", "member", x, metric]]
+    scale = scale or default_scale(curves[metric])
+    curves, note = _drawable(curves, metric, x, scale)
+    runs = runs.sort_values(keys, key=_sort_key, kind="stable") if keys else runs
+    by_run = not varying  # no recorded overrides tell the runs apart (runs made through the Python API): one each
+    combo_of = {row["run"]: row["run"] if by_run else ", ".join(map(str, row[keys]))  # keys: legend title
+                for _, row in runs.iterrows()}
+    combos = list(dict.fromkeys(combo_of.values()))
+    single = len(combos) == 1
+
+    fig = Figure(figsize=(7.5, 4.5))
     ax = fig.subplots()
-    for (run, member), group in data.groupby(["run", "member"]):
-        label = ", ".join(f"{k}={group[k].iloc[0]}" for k in varying) or run
-        ax.plot(group["t"], group[metric], label=f"{label} [member {member}]" if data["member"].max() else label)
-    positive = (data["t"] > 0).any() and (data[metric].dropna() > 0).all()
-    if positive:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-    ax.set_xlabel("t")
+    colours = dict(zip(combos, _colours(len(combos))))
+    members: dict[str, list[pd.Series]] = {c: [] for c in combos}
+    for (run, member), group in curves.groupby(["run", "member"], sort=False):
+        line = group.drop_duplicates(x, keep="last").set_index(x)[metric]
+        members[combo_of[run]].append(line.rename(_curve_name(runs, varying, run, member)))
+    if single:
+        lines = members[combos[0]]
+        for line, colour in zip(lines, _colours(len(lines))):
+            ax.plot(line.index, line.to_numpy(), color=colour, lw=SINGLE_WIDTH * 0.8, label=line.name)
+        if len(lines) > 1:
+            median = _median(lines)
+            ax.plot(median.index, median.to_numpy(), color="black", lw=MEDIAN_WIDTH, label="median")
+    else:
+        for combo, lines in members.items():
+            many = len(lines) > 1
+            for line in lines if many else []:
+                ax.plot(line.index, line.to_numpy(), color=colours[combo], lw=MEMBER_WIDTH, alpha=0.6)
+            median = _median(lines) if lines else pd.Series(dtype=float)
+            ax.plot(median.index, median.to_numpy(), color=colours[combo], lw=MEDIAN_WIDTH if many else SINGLE_WIDTH,
+                    label=combo)
+    handles, labels = ax.get_legend_handles_labels()
+    if not single and any(len(lines) > 1 for lines in members.values()):
+        handles += [Line2D([], [], color="grey", lw=MEMBER_WIDTH), Line2D([], [], color="grey", lw=MEDIAN_WIDTH)]
+        labels += ["thin: members", "bold: their median"]
+    ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), ncol=1 + len(labels) // 25,
+              title=None if single else "run" if by_run else ", ".join(keys), title_fontsize=7)
+    ax.set_xscale(SCALES[scale][0])
+    ax.set_yscale(SCALES[scale][1])
+    ax.set_xlabel(x)
     ax.set_ylabel(metric)
-    if data["run"].nunique() * (data["member"].max() + 1) <= 12:
-        ax.legend(fontsize=7)
-    out = root / f"{metric.replace('/', '_')}.png"
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    ax.set_title(_title(root, metric, runs, varying), fontsize=9)
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=7, color="dimgrey")
+    return fig
+
+
+def plot(path: str | Path, metric: str, x: str = "t", scale: str | None = None,
+         data: pd.DataFrame | None = None) -> Path:
+    """figure(path, metric, x, scale) saved as path/METRIC.png ('/' in METRIC as '_'); returns its path."""
+    fig = figure(path, metric, x, scale, data)
+    out = Path(path) / f"{metric.replace('/', '_')}.png"
+    fig.savefig(out, dpi=120, bbox_inches="tight")
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def reach_time(t: np.ndarray, y: np.ndarray, level: float) -> float:
+    """The first t where y reaches level in the direction the curve moves (down if its last finite value is
+    below its first, up otherwise); NaN if it never does."""
+    finite = y[np.isfinite(y)]
+    rising = len(finite) > 1 and finite[-1] > finite[0]
+    return time_to_reach(t, y, level, rising=rising)
+
+
+def _fit_row(t: np.ndarray, y: np.ndarray, window: float, reach: float | None) -> dict[str, Any]:
+    used_t, _ = fit_window(t, y, window)
+    slope, rate = power_law(t, y, window), exponential(t, y, window)
+    row = {"points": slope.points, "t_from": used_t.min() if len(used_t) else math.nan,
+           "t_to": used_t.max() if len(used_t) else math.nan,
+           "slope": slope.slope, "slope_r2": slope.r2, "rate": rate.slope, "rate_r2": rate.r2}
+    if reach is not None:
+        row[f"t_reach_{reach:g}"] = reach_time(t, y, reach)
+    return row
+
+
+def fit(path: str | Path, metric: str, window: float = 1.0, reach: float | None = None, write: bool = True,
+        data: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per run and member under `path`: the power-law slope of METRIC against t (log METRIC on log t) and its
+    exponential rate (log METRIC on t, METRIC ≈ C·e^{rate·t}), each with R², over the points with t in the last
+    `window` decades of t (and METRIC > 0); with `reach`, the first t METRIC reaches that level (column
+    t_reach_<level>). With write=True also saved as path/fit_METRIC.csv. data: load_metrics(path) if loaded."""
+    root = Path(path)
+    _check(root, [metric])
+    data = load_metrics(root) if data is None else data
+    runs = _runs(root).set_index("run")
+    rows = []
+    for (run, member), group in data.groupby(["run", "member"], sort=False):
+        group = group.sort_values("t", kind="stable")
+        t, y = group["t"].to_numpy(dtype=float), group[metric].to_numpy(dtype=float)
+        rows.append({"run": run, **runs.loc[run].to_dict(), "member": int(member),
+                     **_fit_row(t, y, window, reach)})
+    table = _frame(rows)
+    if write:
+        table.to_csv(root / f"fit_{metric.replace('/', '_')}.csv", index=False)
+    return table
+
+
+def _text(value: Any) -> str:
+    if _missing(value):
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def show(table: pd.DataFrame) -> str:
+    """The table as aligned text: floats to 4 significant digits, integers as integers, missing as '-'."""
+    return table.map(_text).to_string(index=False)
+
+
+def _console(table: pd.DataFrame, root: Path) -> pd.DataFrame:
+    """The columns of sweep.csv the console shows: run, overrides, member, status, final loss, time to target
+    (and why a run failed, if one did)."""
+    keys = [k for k in _runs(root).columns if k != "run"]
+    extra = ["reason"] if "reason" in table and table["reason"].notna().any() else []
+    return table[[c for c in ["run", *keys, *CONSOLE_FIELDS, *extra] if c in table]]
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dynamics-bench-aggregate", description=__doc__)
     parser.add_argument("sweep_dir", help="a multirun directory or one run directory")
     parser.add_argument("--plot", action="append", default=[], metavar="METRIC",
-                        help="also plot this metric against t (repeatable)")
-    args = parser.parse_args(argv)
+                        help="plot this metric against --x for every run and member (repeatable)")
+    parser.add_argument("--x", choices=["t", "step"], default="t", help="the x axis of --plot (default t)")
+    parser.add_argument("--scale", choices=list(SCALES), default=None,
+                        help="axis scales of --plot (default: loglog for a non-negative metric, else linear)")
+    parser.add_argument("--fit", action="append", default=[], metavar="METRIC",
+                        help="fit the late-time power-law slope and exponential rate of METRIC against t "
+                             "(repeatable); writes fit_METRIC.csv")
+    parser.add_argument("--window", type=_positive, default=1.0, metavar="DECADES",
+                        help="--fit uses the last DECADES decades of t (default 1)")
+    parser.add_argument("--reach", type=float, default=None, metavar="LEVEL",
+                        help="--fit also reports the first t each curve reaches LEVEL")
+    return parser
+
+
+def _fail(message: str) -> None:
+    print(f"dynamics-bench-aggregate: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
     root = Path(args.sweep_dir)
     if not root.is_dir() or not _run_dirs(root):
-        print(f"dynamics-bench-aggregate: no runs (summary.json) under {root}", file=sys.stderr)
-        sys.exit(2)
+        _fail(f"no runs (summary.json) under {root}")
+    try:  # every name before any output: a typo in the last --plot must not cost the others' time
+        _check(root, [*args.plot, *args.fit])
+    except KeyError as exc:
+        _fail(exc.args[0])
     table = aggregate(root)
-    with pd.option_context("display.max_rows", 200, "display.max_columns", 30, "display.width", 200):
-        print(table.to_string(index=False))
-    print(f"\nwrote {root / 'sweep.csv'} ({len(table)} rows)")
+    print(show(_console(table, root)))
+    print(f"\nwrote {root / 'sweep.csv'} ({len(table)} rows, {len(table.columns)} columns)")
+    data = load_metrics(root) if args.plot or args.fit else None
     for metric in args.plot:
-        try:
-            print(f"wrote {plot(root, metric)}")
-        except KeyError as exc:
-            print(f"dynamics-bench-aggregate: {exc.args[0]}", file=sys.stderr)
-            sys.exit(2)
+        print(f"wrote {plot(root, metric, args.x, args.scale, data)}")
+    for metric in args.fit:
+        fits = fit(root, metric, args.window, args.reach, data=data)
+        reach = "" if args.reach is None else f"; t_reach: the first t {metric} reaches {args.reach:g}"
+        print(f"\n{metric}: slope of log {metric} on log t, rate of log {metric} on t, over the last "
+              f"{args.window:g} decade(s) of t{reach}")
+        print(show(fits))
+        print(f"wrote {root / ('fit_' + metric.replace('/', '_') + '.csv')}")

@@ -12,8 +12,10 @@ QUIET = ["logger.progress=false"]
 
 
 def options(group: str) -> list[str]:
-    """Every option of a config group, found by glob (a new YAML file is picked up automatically)."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    """Every option of a config group, found by a recursive glob (a new YAML file, also in a subfolder such as
+    experiment/claims/, is picked up automatically), named as on the command line: claims/p2_3_rates."""
+    folder = CONF_DIR / group
+    return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml"))
 
 
 def make_cfg(*overrides: str):

@@ -68,12 +68,20 @@ def capped(*overrides: str) -> list[str]:
     return [*overrides, *cap]
 
 
-def check_run(tmp_path, overrides: list[str]) -> None:
+EXPECT_DIVERGED = "# expect: diverged"  # a preset's line saying it is meant to diverge (claim p1_9's GD caveat)
+
+
+def meant_to_diverge(choice: str) -> bool:
+    group, option = choice.split("=")
+    return EXPECT_DIVERGED in (CONF_DIR / group / f"{option}.yaml").read_text().splitlines()
+
+
+def check_run(tmp_path, overrides: list[str], diverges: bool = False) -> None:
     cfg = make_cfg(*overrides)
     summary = run(cfg, tmp_path / "run")
     adaptive = summary["config"]["trainer"].get("method") in ADAPTIVE
-    assert summary["status"] in {"max_steps", "converged"} | ({"step_budget"} if adaptive else set()), \
-        summary.get("status")
+    allowed = {"diverged"} if diverges else {"max_steps", "converged"} | ({"step_budget"} if adaptive else set())
+    assert summary["status"] in allowed, summary.get("status")
     last = summary["steps"]
     assert 0 <= last <= CAP_STEPS, f"the cap did not hold: {last} steps"
     if summary["status"] == "max_steps" and not adaptive:
@@ -114,7 +122,13 @@ def test_experiment_builds(choice):
 
 @pytest.mark.parametrize("choice", EXPERIMENTS)
 def test_experiment_runs(tmp_path, choice):
-    check_run(tmp_path, capped(choice))
+    """Every preset, in subfolders too, runs capped; one marked `# expect: diverged` must diverge (within the cap)."""
+    check_run(tmp_path, capped(choice), diverges=meant_to_diverge(choice))
+
+
+def test_experiment_glob_is_recursive():
+    """The claims' presets in conf/experiment/claims/ are found (a flat glob would silently skip them)."""
+    assert any(name.startswith("claims/") for name in options("experiment")), options("experiment")
 
 
 def test_default_config_runs(tmp_path):

@@ -207,6 +207,18 @@ def test_near_teacher_turns_each_student_by_the_angle_and_keeps_the_masses(layer
     assert task_view(exp.task, exp.objective).cost(member(params, 0)).item() > 1e-4
 
 
+def test_near_teacher_when_the_member_draws_the_teachers_own_numbers():
+    """The task's seed defaults to the run's, so member 0's generator repeats the teacher's draw: with m = r each
+    random vector is its teacher's direction. Students must still turn by exactly the angle (once they were NaN)."""
+    angle = 0.15
+    exp = build(make_cfg(*TEACHER, "model.width=2", f"model.init_angle={angle}", "seed=0"))
+    assert exp.config["task"]["seed"] == 0 == exp.member_seeds[0]
+    params = init_params(exp)
+    assert all(torch.isfinite(v).all() for v in params.values())
+    cos, _ = _groups(exp.objective.model, params, exp.task.teacher.weights)
+    torch.testing.assert_close(cos, torch.full_like(cos, math.cos(angle)), rtol=0, atol=1e-14)
+
+
 NEAR_ERRORS = [
     (["task.teacher_activation=tanh", "model.activation=relu"], "task.teacher_activation"),
     (["task.teacher_activation=abs", "model.activation=relu"], "model.activation"),

@@ -283,9 +283,11 @@ class TwoLayer(Model):
         star = teacher[group]  # (m, d)
         norms = torch.linalg.vector_norm(star, dim=1)  # (m,)
         unit = star / norms[:, None]
-        z = gaussian(gen, (m, self.input_dim), 1.0)
-        z = z - (z * unit).sum(1, keepdim=True) * unit  # ⟂ the teacher's direction
-        turn = z / torch.linalg.vector_norm(z, dim=1, keepdim=True)
+        # u_j = B_i z_j/‖z_j‖ with B_i an orthonormal basis of w̄_i*'s complement: ⟂ by construction, even when z
+        # repeats the teacher's own draw (the task's seed and member 0's are both `seed` by default)
+        basis = _complement(unit[:r])[group]  # (m, d, d − 1)
+        z = gaussian(gen, (m, self.input_dim - 1), 1.0)
+        turn = torch.einsum("mdk,mk->md", basis, z / torch.linalg.vector_norm(z, dim=1, keepdim=True))
         directions = math.cos(self.init_angle) * unit + math.sin(self.init_angle) * turn
         return self._with_masses(directions, norms / torch.bincount(group, minlength=r)[group])
 
@@ -362,3 +364,12 @@ def _population_system(task: TaskView, activation: str, directions: Tensor, sign
     keep = lam > EIGEN_CUTOFF * lam.max()
     root = lam[keep].sqrt()
     return root[:, None] * q[:, keep].T, (q[:, keep].T @ b) / root
+
+
+def _complement(units: torch.Tensor) -> torch.Tensor:
+    """An orthonormal basis (r, d, d − 1) of the complement of each unit vector in units (r, d): the last d − 1
+    columns of Q in the QR factorization of [ū | I]."""
+    r, d = units.shape
+    stacked = torch.cat([units[:, :, None], torch.eye(d, dtype=units.dtype).expand(r, d, d)], dim=2)  # (r, d, d+1)
+    q, _ = torch.linalg.qr(stacked)  # (r, d, d): q[..., 0] = ±ū
+    return q[:, :, 1:]
