@@ -6,7 +6,7 @@ from __future__ import annotations
 from dynamics_bench.claims import local, ntk, paper1_flow, paper1_saddles
 from dynamics_bench.claims.base import Check, Context, Prediction, at_least, at_most, in_range, within
 
-PREDICTIONS: dict[str, Prediction] = {p.id: p for module in (paper1_flow, paper1_saddles, ntk, local)
+PREDICTIONS: dict[str, Prediction] = {p.id: p for module in (paper1_flow, paper1_saddles, local, ntk)
                                       for p in module.PREDICTIONS}
 
 

@@ -334,7 +334,8 @@ def judge_p2_3(data: dict[str, Any]) -> list[Check]:
                 numbers={"time_to_1e-7": reach, "angles": data["angles"]}),
         at_least("p2_3_d_kappa_bounded_below", "κ = ‖∇L‖/L stays bounded below (Thm 4)", "min_t κ(t)/κ(0)",
                  min(kappa.values()), P2_3_KAPPA_DROP,
-                 note=f"{over_note}; 'bounded below' fixed as never under half its start",
+                 note=f"{over_note}; 'bounded below' fixed as never under half its start (a weak check where m > r: "
+                      "there κ grows as L falls, Thm 4's bound holding with room; it catches κ collapsing)",
                  numbers={"kappa_ratio": kappa}),
         at_most("p2_3_e_pl_fails", "m > r: ‖∇L‖²/L → 0 (PL fails)", "pl_ratio(end)/pl_ratio(0)", max(pl.values()),
                 P2_3_PL_DROP, note=f"{over_note}; '→ 0' fixed as a drop of at least 100×",
