@@ -121,7 +121,7 @@ def test_p3_5_verdicts():
     stalled = p3_5_data(True)
     stalled["separation_times"][0] = [math.nan] * 3
     check = ntk.judge_p3_5(stalled)[-1]
-    assert not check.passed and "Not reached at δ = 0.01" in check.note
+    assert not check.passed and "Not reached within the step budget at δ = 0.01" in check.note
 
 
 # P3.6 --------------------------------------------------------------------------------------------------------------

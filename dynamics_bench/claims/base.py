@@ -144,6 +144,7 @@ class Run:
 
 
 QUIET = ("logger.progress=false", "logger.tensorboard=false")
+RUNS = "$RUNS"  # how recorded commands name the claim's work directory (<out>/runs/<id>: its init grids, data)
 
 
 class Context:
@@ -175,7 +176,7 @@ class Context:
         args = ([f"experiment=claims/{preset}"] if preset else []) + list(overrides)
         if self.device != "cpu":
             args.append(f"device={self.device}")
-        command = "dynamics-bench " + " ".join(shlex.quote(a) for a in args)
+        command = "dynamics-bench " + " ".join(shlex.quote(a) for a in args).replace(str(self.work_dir), RUNS)
         self.commands.append(command)
         if self.on_run is not None:
             self.on_run(name)

@@ -328,6 +328,7 @@ ETA0 = 1.0  # η = η0/m; η0·λ_max(K/m) ≈ 0.9 on P3.5's data
 SEPARATION_ETA0 = 2.0  # two close points: λ_max(K/m) ≈ 0.5
 EPSILONS = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
 SEPARATION_EPS = 0.1  # T_ε: F ≤ 0.1·F(0)
+SEPARATION_MIN_STEPS = 1500  # room for a slow mode slower than the infinite-width one (1300 steps at δ ≈ 0.046)
 LAYERS = ("W2", "W3")
 
 
@@ -376,7 +377,8 @@ def measure_separation(ctx: Context, seeds: int) -> dict[str, Any]:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"x": x, "y": torch.tensor([1.0, -1.0], dtype=torch.float64)}, path)
         lam_inf = float(torch.linalg.eigvalsh(ntk_mlp_trained(x, depth=4, trained=[2, 3], init_scale=math.sqrt(2)))[0])
-        steps = math.ceil(4 * math.log(1 / SEPARATION_EPS) / (2 * SEPARATION_ETA0 * lam_inf))  # 4× the linear estimate
+        estimate = math.log(1 / SEPARATION_EPS) / (2 * SEPARATION_ETA0 * lam_inf)  # the linear rate's steps
+        steps = ctx.pick(full=max(math.ceil(4 * estimate), SEPARATION_MIN_STEPS), fast=math.ceil(4 * estimate))
         run = ctx.run(f"delta={delta:.4g}", "p3_5_allen_zhu_separation", "task=dataset", f"task.path={path}",
                       f"model.width={width}", "model.init=gaussian", f"trainer.lr={SEPARATION_ETA0 / width}",
                       f"trainer.steps={steps}", "trainer.target_loss=null", f"ensemble.size={seeds}",
@@ -424,15 +426,25 @@ def judge_p3_5(data: dict[str, Any]) -> list[Check]:
     convex = (" FAIL because T_ε is convex in log(1/ε): steps per decade "
               f"{', '.join(f'{d:.0f}' for d in np.diff(worst))} (worst seed): the fast kernel modes die first and the "
               "rate settles to the slowest mode's only after a few decades, so T_ε ∝ log(1/ε) holds asymptotically "
-              "(see late_r2, ε = 1e-3…1e-6)." if linearity and min(linearity) < 0.99 else "")
+              f"(R² over ε = 1e-3…1e-6 alone: {', '.join(f'{r:.3f}' for r in late_linearity)} by seed; the window "
+              "of all six levels was fixed before the run and is kept)." if linearity and min(linearity) < 0.99 else "")
     deltas = data["deltas"]
     time_slope = slope(deltas, seed_means(data["separation_times"]))
     stalled = [d for d, t in zip(deltas, data["separation_times"]) if not all(map(math.isfinite, t))]
-    why = (f" Not reached at δ = {', '.join(f'{d:.3g}' for d in stalled)}: λ_min(K)/m fell from "
-           f"{np.mean(data['separation_lambda_min'][0]):.2g} at θ_0 to {np.mean(data['separation_lambda_final'][0]):.2g}"
-           f" (δ = {deltas[0]:.3g}) within the run, against {data['separation_lambda_inf'][0]:.2g} at infinite width: "
-           "at this width the kernel's smallest eigenvalue (∝ δ) is below its own O(m^(-1/2)) change during training, "
-           "so the T_ε ∝ 1/δ regime needs m ≫ δ^(-2)." if stalled else "")
+    falls = ", ".join(f"{np.mean(a):.2g} → {np.mean(b):.2g} (δ = {d:.3g})" for d, a, b in
+                      zip(deltas, data["separation_lambda_min"], data["separation_lambda_final"]))
+    why = (f" Not reached within the step budget at δ = {', '.join(f'{d:.3g}' for d in stalled)}." if stalled else "")
+    failed = not abs(time_slope + 1.0) <= 0.2
+    reached = [(d, float(np.mean(t))) for d, t in zip(deltas, data["separation_times"]) if all(map(math.isfinite, t))]
+    local = (f" T_ε where reached: {', '.join(f'{t:.0f} (δ = {d:.3g})' for d, t in reached)}"
+             + (f", slope {slope(*map(list, zip(*reached))):.2f} over those δ." if len(reached) > 1 else ".")
+             if reached else "")
+    why += local + f" λ_min(K)/m from θ_0 to the run's end: {falls}." + (
+        " The slow mode's eigenvalue does not stay near its initial value: in a check outside the suite (δ = 0.1, "
+        "the first 50 steps) it fell 0.0097 → 0.0010 at m = 1024, 0.0112 → 0.0012 at m = 4096, and alike at "
+        "η0 = 0.25, within the first ~10% of the loss decrease, so "
+        "neither the step size nor a 1/√m finite-width change accounts for it; its cause is not established here, "
+        "and Allen-Zhu's width condition m ≥ Ω(n²⁴L¹²/δ⁸) is far from met at these sizes." if failed else "")
     small = (f"Sizes: m ≤ {widths[-1]} (stated: wider, `--device cuda` runs to 8192). "
              if widths[-1] < 8192 else "")
     return [
@@ -476,7 +488,8 @@ def judge_p3_5(data: dict[str, Any]) -> list[Check]:
                time_slope, -1.0, 0.2,
                note=(f"δ ∈ [{deltas[0]:.3g}, {deltas[-1]:.3g}] (stated: [1e-3, 1e-1], `--device cuda`), m = "
                      f"{data['separation_width']}, η = {SEPARATION_ETA0}/m, Gaussian init (the symmetric mlp start "
-                     "zeroes W2's gradient at θ_0), steps capped at 4× the linear estimate (NaN: not reached)." + why),
+                     "zeroes W2's gradient at θ_0), steps: 4× the infinite-width linear estimate, at least "
+                     f"{SEPARATION_MIN_STEPS} (NaN: not reached)." + why),
                numbers={"T_eps": dict(zip(map(str, deltas), data["separation_times"])),
                         "lambda_min_final": dict(zip(map(str, deltas), data["separation_lambda_final"]))}),
     ]
@@ -494,13 +507,14 @@ def draw_p3_5(data: dict[str, Any], checks: list[Check]) -> Figure:
         for layer, color in zip(LAYERS, ("C0", "C1")):
             draw_sweep(ax, widths, [entry[layer] for entry in data[key]], f"{label}, {layer}", predicted, color)
         ax.set(ylabel=label, title=f"P3.5: {label} against width")
-    for t in data["times"][-1]:
-        axes[1, 1].plot(np.log(1 / np.asarray(EPSILONS)), t, "o-")
+    for seed, t in enumerate(data["times"][-1]):
+        axes[1, 1].plot(np.log(1 / np.asarray(EPSILONS)), t, "o-", label=f"seed {seed} (harness)")
     axes[1, 1].set(xlabel="log(1/ε)", ylabel="GD steps to F ≤ ε", title=f"P3.5 e: T_ε, m = {widths[-1]}")
     curve = data["accuracy_curve"]
-    inset = axes[1, 1].inset_axes([0.6, 0.1, 0.35, 0.35])
+    inset = axes[1, 1].inset_axes([0.12, 0.52, 0.33, 0.33])  # upper left: the T_ε lines rise to the right
     inset.plot(curve["step"], curve["accuracy"], "C3")
-    inset.set(xlabel="GD steps", ylabel="accuracy", title="f: random labels", xscale="symlog")
+    inset.set(xlabel="GD steps", ylabel="accuracy", xscale="symlog")
+    inset.set_title("f: random labels", fontsize=7)
     inset.tick_params(labelsize=6)
     ax = axes[1, 2]
     deltas = np.asarray(data["deltas"])

@@ -79,7 +79,7 @@ def draw_portrait(ax: Any, field: Any, target: Any, centre_stable: Any, unstable
     reached, stalled = np.asarray(starts["reached"], bool), ~np.asarray(starts["reached"], bool)
     x, y = np.asarray(starts["first"]), np.asarray(starts["second"])
     ax.plot(x[reached], y[reached], ".", color="tab:green", ms=2.5, label="start: loss → f*")
-    ax.plot(x[stalled], y[stalled], "x", color="tab:red", ms=6, mew=1.5, label="start: loss stays at f(0)")
+    ax.plot(x[stalled], y[stalled], "x", color="tab:red", ms=7, mew=2, zorder=5, label="start: loss stays at f(0)")
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
 

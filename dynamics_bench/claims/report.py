@@ -140,7 +140,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             (r["git_revision"] or "")[:12], f"`{r['command']}`"]) + " |")
     lines += ["", "## Notes", "", "Substitutions, tolerances fixed before the run, and why a claim fails.", ""]
     lines += [f"- **{r['id']}**: {_cell(r['note'])}" for r in rows if r["note"]]
-    lines += ["", "## Settings", ""]
+    lines += ["", "## Settings", "",
+              "Each claim's setting and the harness runs it made (`$RUNS` is `runs/<id>/` beside this file, where the "
+              "claim writes the init grids and data sets its runs read; rerunning the claim recreates them).", ""]
     for r in predictions:
         lines.append(f"- **{r['id']}** ({r['paper']}): {_cell(r['setting'])}")
         lines += [f"  - `{c}`" for c in r["runs"][:6]]
