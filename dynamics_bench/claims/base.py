@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import shlex
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -128,8 +129,9 @@ class Run:
     summary: dict[str, Any]
     command: str
 
-    @property
+    @cached_property
     def metrics(self) -> pd.DataFrame:
+        """metrics.csv, read once (claims take several views of it)."""
         return pd.read_csv(self.dir / "metrics.csv")
 
     def final_params(self) -> dict[str, torch.Tensor]:

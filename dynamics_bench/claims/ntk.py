@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from dynamics_bench.claims.base import Check, Context, Prediction, Run, at_least, at_most, in_range, within
 from dynamics_bench.experiment import build
 from dynamics_bench.metrics.ntk import ntk_gram
-from dynamics_bench.theory.fits import power_law, time_to_reach
+from dynamics_bench.theory.fits import exponential, line, power_law, time_to_reach
 from dynamics_bench.theory.ntk import du_gram, ntk_two_layer
 from dynamics_bench.theory.scalings import du_movement_bound, ntk_mlp_trained, unit_pair
 
@@ -150,10 +150,8 @@ def measure_p3_2(ctx: Context) -> dict[str, Any]:
 def late_fit(step: np.ndarray, loss: np.ndarray) -> tuple[float, float]:
     """(slope, R²) of log loss against steps over the second half of the run's steps."""
     late = step >= step.max() / 2
-    fit = np.polyfit(step[late], np.log(loss[late]), 1)
-    residual = np.log(loss[late]) - np.polyval(fit, step[late])
-    total = np.sum((np.log(loss[late]) - np.log(loss[late]).mean()) ** 2)
-    return float(fit[0]), float(1 - np.sum(residual ** 2) / total) if total > 0 else 1.0
+    fit = exponential(step[late], loss[late])
+    return fit.slope, fit.r2
 
 
 def worst_contraction(step: np.ndarray, loss: np.ndarray) -> float:
@@ -407,9 +405,7 @@ def log_linearity(times: list[float], first: int = 0) -> float:
     t = np.asarray(times[first:], dtype=float)
     if not np.all(np.isfinite(t)):
         return math.nan
-    u = np.log(1 / np.asarray(EPSILONS[first:]))
-    residual = t - np.polyval(np.polyfit(u, t, 1), u)
-    return float(1 - np.sum(residual ** 2) / np.sum((t - t.mean()) ** 2))
+    return line(np.log(1 / np.asarray(EPSILONS[first:])), t).r2
 
 
 def judge_p3_5(data: dict[str, Any]) -> list[Check]:

@@ -13,7 +13,7 @@ from scipy.interpolate import make_interp_spline
 from scipy.optimize import brentq
 
 from dynamics_bench.claims.base import Check, Context, Prediction, Run, at_least, at_most, relative_error
-from dynamics_bench.theory import vector_case_time
+from dynamics_bench.theory import line, vector_case_time
 from dynamics_bench.theory.vector import (cost, cost_slope, plain_flow, plain_time, reduced_product,
                                           time_between)
 
@@ -514,8 +514,8 @@ def escape_fit(offsets: list[float], escape: list[list[float | None]], rate: flo
     """T_escape = slope·ln(1/d0) + offset fitted over every seed and d0; slope·|f′(0)| − 1, and |f′(0)|·offset."""
     logs = np.repeat(np.log(1 / np.asarray(offsets)), len(escape[0]))
     times = np.array([np.nan if t is None else t for row in escape for t in row])
-    slope, offset = np.polyfit(logs, times, 1)
-    return {"slope_error": float(slope * rate - 1), "scaled_offset": float(offset * rate)}
+    fit = line(logs, times)
+    return {"slope_error": fit.slope * rate - 1, "scaled_offset": fit.intercept * rate}
 
 
 def escape_failure(ratio_error: dict[str, float], fits: dict[str, dict[str, float]]) -> str:

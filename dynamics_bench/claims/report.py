@@ -37,10 +37,6 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _number(value: Any) -> float:
-    return float(value) if not isinstance(value, str) else float(value)  # "inf"/"nan" strings read back
-
-
 def check_row(check: Check, prediction: Prediction) -> dict[str, Any]:
     return {"id": check.id, "prediction": prediction.id, "paper": prediction.paper, "statement": check.statement,
             "quantity": check.quantity, "measured": check.measured, "predicted": check.predicted,
@@ -158,7 +154,7 @@ def overview(rows: list[dict[str, Any]], path: Path) -> None:
     fig = Figure(figsize=(10, 1.2 + 0.19 * len(rows)))
     ax = fig.subplots()
     y = np.arange(len(rows))[::-1]
-    margins = np.array([_number(r["margin"]) for r in rows], dtype=float)
+    margins = np.array([float(r["margin"]) for r in rows])  # "-inf" strings from claims.json read back
     shown = np.clip(np.nan_to_num(margins, nan=-MARGIN_CLIP, neginf=-MARGIN_CLIP, posinf=MARGIN_CLIP),
                     -MARGIN_CLIP, MARGIN_CLIP)
     colors = ["tab:green" if r["verdict"] == PASS else "tab:red" if r["verdict"] == FAIL else "tab:gray"

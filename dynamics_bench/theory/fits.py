@@ -1,6 +1,6 @@
-"""Fits the claims suite and ``dynamics-bench-aggregate --fit`` read rates from: a power law y ∝ x^slope (a line in
-log-log), an exponential y ∝ e^{rate·t} (a line in semi-log), both by least squares with R², over the last decades
-of x; and the first time a curve reaches a level, interpolated in log y."""
+"""Fits the claims suite and ``dynamics-bench-aggregate --fit`` read rates from: a straight line, a power law
+y ∝ x^slope (a line in log-log) and an exponential y ∝ e^{rate·t} (a line in semi-log), by least squares with R²,
+over the last decades of x; and the first time a curve reaches a level, interpolated in log y."""
 from __future__ import annotations
 
 import math
@@ -19,10 +19,9 @@ class Fit:
     points: int
 
 
-NO_FIT = Fit(math.nan, math.nan, math.nan, 0)
-
-
-def _line(u: np.ndarray, v: np.ndarray) -> Fit:
+def line(u, v) -> Fit:
+    """Least-squares v ≈ intercept + slope·u with R² (NaN fit for fewer than two distinct u)."""
+    u, v = np.asarray(u, dtype=float), np.asarray(v, dtype=float)
     if len(u) < 2 or np.ptp(u) == 0:
         return Fit(math.nan, math.nan, math.nan, len(u))
     slope, intercept = np.polyfit(u, v, 1)
@@ -58,13 +57,13 @@ def fit_window(x, y, decades: float | None) -> tuple[np.ndarray, np.ndarray]:
 def power_law(x, y, decades: float | None = None) -> Fit:
     """slope of log y against log x (points with x > 0 and y > 0; the last `decades` decades of x if given)."""
     x, y = fit_window(x, y, decades)
-    return _line(np.log(x), np.log(y))
+    return line(np.log(x), np.log(y))
 
 
 def exponential(t, y, decades: float | None = None) -> Fit:
     """rate of log y against t (y > 0; over the last `decades` decades of t if given): y ≈ e^{intercept + rate·t}."""
     t, y = fit_window(t, y, decades) if decades is not None else _positive(t, y)
-    return _line(t, np.log(y))
+    return line(t, np.log(y))
 
 
 def time_to_reach(t, y, level: float, rising: bool = False) -> float:
