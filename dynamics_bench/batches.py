@@ -20,6 +20,11 @@ class Batches(Protocol):
     def __call__(self) -> tuple[Tensor, Tensor]:
         """The next step's x (E, b, d), y (E, b, ...)."""
 
+    def state(self) -> list[Tensor]:
+        """Where the draws are: restore(state) replays the same batches (the loop goes back to find a stop)."""
+
+    def restore(self, state: list[Tensor]) -> None: ...
+
 
 class FullBatch:
     full = True
@@ -31,8 +36,27 @@ class FullBatch:
     def __call__(self) -> tuple[Tensor, Tensor]:
         return self._xy
 
+    def state(self) -> list[Tensor]:
+        return []
 
-class MiniBatch:
+    def restore(self, state: list[Tensor]) -> None:
+        """Every step sees the same data: nothing to rewind."""
+
+
+class _Drawn:
+    """A stream drawn from per-member generators, which can be rewound."""
+
+    generators: list[torch.Generator]
+
+    def state(self) -> list[Tensor]:
+        return [g.get_state() for g in self.generators]
+
+    def restore(self, state: list[Tensor]) -> None:
+        for g, s in zip(self.generators, state):
+            g.set_state(s)
+
+
+class MiniBatch(_Drawn):
     """batch_size distinct samples of the fixed data set per step and member, drawn without replacement."""
 
     full = False
@@ -48,7 +72,7 @@ class MiniBatch:
         return self.x[idx], self.y[idx]
 
 
-class OnlineBatch:
+class OnlineBatch(_Drawn):
     """Fresh samples from the task's distribution at every step."""
 
     full = False

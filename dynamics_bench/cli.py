@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dynamics_bench.config import ConfigError
 from dynamics_bench.experiment import build, run_experiment, write_failed
+from dynamics_bench.runtime import Launcher
 
 
 def one_line(summary: dict[str, Any], out_dir: str) -> str:
@@ -40,7 +41,9 @@ def _hydra_entry(cfg: DictConfig) -> None:
             return
         sys.exit(2)
     print(f"dynamics-bench: writing to {Path(out_dir).resolve()}", flush=True)
-    summary = run_experiment(experiment, out_dir)
+    # a multirun's launcher may run jobs side by side: threads=auto keeps to this job's share of the cores
+    launcher = Launcher.from_hydra(hydra_cfg.launcher) if hydra_cfg.mode == RunMode.MULTIRUN else Launcher()
+    summary = run_experiment(experiment, out_dir, launcher)
     print(one_line(summary, str(Path(out_dir).resolve())), flush=True)
 
 

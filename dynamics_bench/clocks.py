@@ -10,7 +10,7 @@ trajectory, so a member alone and in an ensemble take the same steps up to round
 """
 from __future__ import annotations
 
-import math
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from dynamics_bench.config import require
-from dynamics_bench.integrators import Step, StepSize
+from dynamics_bench.integrators import Step
 from dynamics_bench.trainers import Schedule
 
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0  # step-size controller (Hairer–Wanner II.4)
@@ -67,14 +67,18 @@ def check_grid(spec: GridSpec, schedule: Schedule) -> None:
 
 
 class FixedClock:
-    """All running members step together; step k is at t = k·h exactly. A stopped member is frozen: its step
-    count and t stay where it stopped."""
+    """All running members step together; step k is at t = k·h exactly (h per member under a varied trainer.lr).
+    A stopped member is frozen: its step count and t stay where it stopped. The loop takes steps in windows that
+    end at the next row of the grid (:meth:`window`), then moves the clock (:meth:`advance`)."""
 
     def __init__(self, schedule: Schedule, spec: GridSpec, size: int):
         self.h, self.total, self.size, self.k = schedule.h, schedule.steps, size, 0
         self.t_max = schedule.t_max  # = steps·h for GD/SGD; a flow's last step may be shorter than h
-        exact = self.total * self.h == self.t_max
-        self.last_h = self.h if exact else self.t_max - (self.total - 1) * self.h
+        if isinstance(self.h, tuple):  # GD/SGD with one lr per member: steps·lr is t_max exactly
+            self.last_h = self.h
+        else:
+            exact = self.total * self.h == self.t_max
+            self.last_h = self.h if exact else self.t_max - (self.total - 1) * self.h
         self.member_steps = [0] * size
         self.rejected = [0] * size  # a fixed step is never rejected
         if spec.every is not None:
@@ -83,52 +87,57 @@ class FixedClock:
             self.grid = {self.total if t >= self.t_max else round(t / self.h) for t in spec.times} | {0, self.total}
         else:
             self.grid = log_steps(self.total, spec.points)
+        self._rows = sorted(self.grid)
+
+    def _time(self, e: int, k: int) -> float:
+        if k == self.total:
+            return self.t_max[e] if isinstance(self.t_max, tuple) else self.t_max
+        return k * (self.h[e] if isinstance(self.h, tuple) else self.h)
+
+    def times_at(self, k: int) -> list[float]:
+        """Each member's t after k steps."""
+        return [self._time(e, k) for e in range(self.size)]
 
     def times(self) -> list[float]:
-        return [self.t_max if k == self.total else k * self.h for k in self.member_steps]
+        return [self._time(e, k) for e, k in enumerate(self.member_steps)]
 
     def steps(self) -> list[int]:
         return list(self.member_steps)
 
-    def due(self, running: list[bool]) -> bool:
+    def due(self) -> bool:
         return self.k in self.grid
 
-    def logged(self) -> None:
-        """Rows are due at fixed steps: nothing to advance."""
-
-    def finished(self, running: list[bool]) -> bool:
+    def finished(self) -> bool:
         return self.k >= self.total
 
-    def out_of_budget(self) -> list[int]:
-        return []
+    def window(self, limit: int) -> int:
+        """Steps from here to the next row of the grid, at most `limit`."""
+        following = self._rows[bisect.bisect_right(self._rows, self.k)]
+        return min(following - self.k, limit)
 
-    def stalled(self) -> list[int]:
-        return []
-
-    def step_size(self, running: list[bool], like: Tensor) -> tuple[StepSize, Tensor | None]:
-        """The step for every member, and which members move (None: all); `like` sets the device."""
-        h = self.h if self.k < self.total - 1 else self.last_h  # the last step lands on t_max
-        return h, None if all(running) else torch.tensor(running, device=like.device)
-
-    def commit(self, step: Step, moving: Tensor | None) -> Tensor | None:
-        self.k += 1
-        moves = [True] * self.size if moving is None else moving.tolist()
-        self.member_steps = [k + m for k, m in zip(self.member_steps, moves)]
-        return moving
+    def advance(self, steps: int, running: list[bool]) -> None:
+        self.k += steps
+        self.member_steps = [k + steps * r for k, r in zip(self.member_steps, running)]
 
 
 class AdaptiveClock:
     """Per-member steps under error control, stepping exactly onto the grid times (or, with `every`, syncing
     rows every k accepted steps, at each member's own t). A member that has attempted schedule.max_steps steps
-    (accepted + rejected; waiting at a grid time does not count) is out of budget."""
+    (accepted + rejected; waiting at a grid time does not count) is out of budget.
 
-    def __init__(self, schedule: Schedule, spec: GridSpec, size: int):
+    The bookkeeping (t, step sizes, accept/reject counts) is (E,) tensors on the parameters' device, so a step
+    never waits for the host; the host reads it where the loop decides (:meth:`due`, :meth:`times`, ...)."""
+
+    def __init__(self, schedule: Schedule, spec: GridSpec, size: int, like: Tensor | None = None):
         self.schedule, self.size = schedule, size
         self.t_max = schedule.t_max
-        self.t = [0.0] * size
-        self.h = [min(schedule.h, self.t_max)] * size if self.t_max > 0 else [schedule.h] * size
-        self.accepted, self.rejected = [0] * size, [0] * size
-        self.last_rejected = [False] * size  # after a rejection the step may not grow (Hairer–Wanner II.4)
+        like = torch.zeros((), dtype=torch.float64) if like is None else like
+        self.dtype = like.dtype  # of the steps handed out; the clock itself keeps t and h in float64
+        zeros = lambda dtype: torch.zeros(size, dtype=dtype, device=like.device)  # noqa: E731
+        self.t = zeros(torch.float64)
+        self.h = torch.full_like(self.t, min(schedule.h, self.t_max) if self.t_max > 0 else schedule.h)
+        self.accepted, self.rejected = zeros(torch.long), zeros(torch.long)
+        self.last_rejected = zeros(torch.bool)  # after a rejection the step may not grow (Hairer–Wanner II.4)
         self.exponent = 1.0 / (schedule.method.error_order + 1)
         self.every = spec.every
         if spec.times is not None:
@@ -137,85 +146,94 @@ class AdaptiveClock:
             self.grid = log_times(schedule.h, self.t_max, spec.points)
         self.next = 0  # index of the next grid time (or, with `every`, of the next multiple of every)
 
+    STATE = ("t", "h", "accepted", "rejected", "last_rejected")
+
+    def state(self) -> list[Tensor]:
+        """A copy of the bookkeeping: load() returns the clock there (the loop goes back to find a stop)."""
+        return [getattr(self, name).clone() for name in self.STATE]
+
+    def load(self, state: list[Tensor]) -> None:
+        for name, value in zip(self.STATE, state):
+            getattr(self, name).copy_(value)
+
     def times(self) -> list[float]:
-        return list(self.t)
+        return self.t.tolist()
 
     def steps(self) -> list[int]:
-        return list(self.accepted)
+        return self.accepted.tolist()
 
     def _stop(self) -> float:
         """Where a member's next step must end at the latest."""
-        return self.t_max if self.every is not None else self.grid[self.next]
+        return self.t_max if self.every is not None else self.grid[min(self.next, len(self.grid) - 1)]
 
-    def _waiting(self, e: int) -> bool:
-        if self.t[e] >= self.t_max:
-            return True
+    def waiting(self, t: Tensor | None = None, accepted: Tensor | None = None) -> Tensor:
+        """Whether each member is at t_max or at the next row's time (or step count): (E,) now, or of the states
+        t, accepted (..., E) given."""
+        t = self.t if t is None else t
         if self.every is not None:
-            return self.accepted[e] >= self.next * self.every
-        return self.t[e] >= self.grid[self.next]
+            accepted = self.accepted if accepted is None else accepted
+            return (t >= self.t_max) | (accepted >= self.next * self.every)
+        return t >= self._stop()  # the grid ends at t_max
+
+    def resting(self, running: Tensor) -> Tensor:
+        """Whether no running member can move: a row is due, or all are at t_max (a 0-dim tensor)."""
+        return (self.waiting() | ~running).all()
 
     def due(self, running: list[bool]) -> bool:
         if self.every is None and self.next >= len(self.grid):
             return False
-        return all(self._waiting(e) for e in range(self.size) if running[e])
+        return bool(self.resting(torch.tensor(running, device=self.t.device)))
 
     def logged(self) -> None:
         self.next += 1
 
     def finished(self, running: list[bool]) -> bool:
-        return all(self.t[e] >= self.t_max for e in range(self.size) if running[e])
+        return bool(((self.t >= self.t_max) | ~torch.tensor(running, device=self.t.device)).all())
+
+    def out_of_budget_mask(self, t: Tensor, accepted: Tensor, rejected: Tensor) -> Tensor:
+        """Members short of t_max that have used up their attempts."""
+        return (t < self.t_max) & (accepted + rejected >= self.schedule.max_steps)
+
+    def stalled_mask(self, t: Tensor, h: Tensor, last_rejected: Tensor) -> Tensor:
+        """Members whose last step was rejected and whose step size fell below MIN_STEP·max(t, 1)."""
+        return last_rejected & (h < MIN_STEP * t.clamp(min=1.0))
 
     def out_of_budget(self) -> list[int]:
-        """Members short of t_max that have used up their attempts."""
-        return [e for e in range(self.size) if self.t[e] < self.t_max
-                and self.accepted[e] + self.rejected[e] >= self.schedule.max_steps]
+        return self.out_of_budget_mask(self.t, self.accepted, self.rejected).nonzero()[:, 0].tolist()
 
     def stalled(self) -> list[int]:
-        """Members whose last step was rejected and whose step size fell below MIN_STEP·max(t, 1)."""
-        return [e for e in range(self.size)
-                if self.last_rejected[e] and self.h[e] < MIN_STEP * max(self.t[e], 1.0)]
+        return self.stalled_mask(self.t, self.h, self.last_rejected).nonzero()[:, 0].tolist()
 
-    def step_size(self, running: list[bool], like: Tensor) -> tuple[Tensor, Tensor]:
+    def step_size(self, running: list[bool] | Tensor, like: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Each member's step, clipped to its next stop (0 while it waits), and which members move."""
-        moving = [running[e] and not self._waiting(e) for e in range(self.size)]
-        h = [min(self.h[e], self._stop() - self.t[e]) if moving[e] else 0.0 for e in range(self.size)]
-        self._taken = h
-        return (torch.tensor(h, dtype=like.dtype, device=like.device),
-                torch.tensor(moving, device=like.device))
+        running = running if isinstance(running, Tensor) else torch.tensor(running, device=self.t.device)
+        moving = running & ~self.waiting()
+        self._taken = torch.where(moving, torch.minimum(self.h, self._stop() - self.t), 0.0)
+        return self._taken.to(self.dtype), moving
 
     def commit(self, step: Step, moving: Tensor) -> Tensor:
         """Accept or reject each moving member's step by its own error; update its t and next step size."""
-        errors, moves = step.error.tolist(), moving.tolist()
-        accepted = [False] * self.size
-        for e in range(self.size):
-            if not moves[e]:
-                continue
-            err, taken = errors[e], self._taken[e]
-            ok = math.isfinite(err) and err <= 1.0
-            if not math.isfinite(err):
-                factor = MIN_FACTOR
-            elif err == 0.0:
-                factor = MAX_FACTOR
-            else:
-                factor = min(MAX_FACTOR, max(MIN_FACTOR, SAFETY * err ** -self.exponent))
-            if ok:
-                stop, clipped = self._stop(), taken < self.h[e]
-                self.t[e] = stop if taken >= stop - self.t[e] else self.t[e] + taken  # exactly on the grid
-                self.accepted[e] += 1
-                if self.last_rejected[e]:
-                    factor = min(factor, 1.0)
-                # a step shortened to reach the grid says little about the step size that fits: keep the
-                # proposal unless the shortened step's own error asks for less
-                self.h[e] = max(self.h[e], taken * factor) if clipped and factor >= 1.0 else taken * factor
-            else:
-                self.rejected[e] += 1
-                self.h[e] = taken * min(factor, 1.0)
-            self.last_rejected[e] = not ok
-            accepted[e] = ok
-        return torch.tensor(accepted, device=moving.device)
+        err, taken, stop = step.error.to(torch.float64), self._taken, self._stop()
+        # SAFETY·err^(−1/(q+1)) clamped: err = 0 gives MAX_FACTOR, NaN or inf MIN_FACTOR
+        factor = err.pow(-self.exponent).mul_(SAFETY).clamp_(MIN_FACTOR, MAX_FACTOR).nan_to_num_(MIN_FACTOR)
+        accepted = moving & (err <= 1.0)  # NaN compares False: rejected
+        rejected = moving ^ accepted
+        shrink = factor.clamp(max=1.0)
+        grow = torch.where(self.last_rejected, shrink, factor)  # after a rejection the step may not grow
+        # a step shortened to reach the grid says little about the step size that fits: keep the proposal
+        # unless the shortened step's own error asks for less
+        proposed = taken * grow
+        kept = torch.where((taken < self.h) & (grow >= 1.0), torch.maximum(self.h, proposed), proposed)
+        self.h = torch.where(accepted, kept, torch.where(rejected, taken * shrink, self.h))
+        reached = torch.where(taken >= stop - self.t, stop, self.t + taken)  # exactly on the grid
+        self.t = torch.where(accepted, reached, self.t)
+        self.accepted, self.rejected = self.accepted + accepted, self.rejected + rejected
+        self.last_rejected = torch.where(moving, rejected, self.last_rejected)
+        return accepted
 
 
-def make_clock(schedule: Schedule, spec: GridSpec, size: int) -> FixedClock | AdaptiveClock:
+def make_clock(schedule: Schedule, spec: GridSpec, size: int, like: Tensor | None = None) -> FixedClock | AdaptiveClock:
+    """The clock for the schedule; `like` sets the adaptive clock's device and dtype."""
     if schedule.adaptive:
-        return AdaptiveClock(schedule, spec, size)
+        return AdaptiveClock(schedule, spec, size, like)
     return FixedClock(schedule, spec, size)

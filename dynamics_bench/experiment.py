@@ -13,7 +13,7 @@ import sys
 import time
 import traceback
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
@@ -29,14 +29,16 @@ from dynamics_bench.clocks import check_grid
 from dynamics_bench.metrics import MetricsConfig, Settings, Snapshot, select_metrics
 from dynamics_bench.metrics.base import Metric
 from dynamics_bench.models import build_model
-from dynamics_bench.models.base import Params, TaskView
+from dynamics_bench.models.base import Model, Params, TaskView
 from dynamics_bench.objective import Objective, ObjectiveConfig, build_objective
 from dynamics_bench.recorder import Recorder
+from dynamics_bench.runtime import Launcher, Runtime, apply_runtime, parse_runtime, peak_memory_bytes, step_work
 from dynamics_bench.sinks import LoggerConfig
 from dynamics_bench.tasks import build_task
 from dynamics_bench.tasks.base import Task
 from dynamics_bench.trainer import TrainResult, train
 from dynamics_bench.trainers import TRAINERS, Schedule
+from dynamics_bench.vary import Sweep, parse_vary
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 SECTIONS = ("model", "task", "loss", "trainer", "metrics", "logger", "ensemble")
@@ -59,10 +61,14 @@ class Experiment:
     metrics: dict[str, Metric]
     settings: Settings  # what the metrics are told (probe size, Lanczos steps, the fixed step, ...)
     logger: LoggerConfig
+    sweep: Sweep  # ensemble.vary's combinations × ensemble.size seeds (without it: one combination)
+    init_models: list[Model]  # the model drawing each combination's starts (objective.model where they agree)
+    runtime: Runtime = Runtime()  # threads and matmul_precision, applied when the run starts
 
     @property
     def member_seeds(self) -> list[int]:
-        return [self.seed * self.ensemble_size + i for i in range(self.ensemble_size)]
+        """Member c·E + k (seed k of combination c; E = ensemble.size): seed·E + k."""
+        return self.sweep.member_seeds(self.seed)
 
 
 def to_plain(cfg: DictConfig | dict) -> dict[str, Any]:
@@ -93,22 +99,36 @@ def _section(cfg: dict, key: str) -> dict:
 
 
 def build(cfg: DictConfig | dict) -> Experiment:
-    """Validate the whole config and build every component; raises ConfigError before any work."""
+    """Validate the whole config and build every component; raises ConfigError before any work. Under
+    ensemble.vary what the members share is built from the first combination's config (its multirun job's),
+    what they don't from each combination's, and an error in a varied value names ensemble.vary.<key>."""
     plain = to_plain(cfg)
-    unknown = sorted(set(plain) - {"seed", "device", "dtype", *SECTIONS})
+    unknown = sorted(set(plain) - {"seed", "device", "dtype", "threads", "matmul_precision", *SECTIONS})
     require(not unknown, unknown[0] if unknown else "", plain.get(unknown[0]) if unknown else None,
-            "unknown top-level key; allowed: seed, device, dtype, " + ", ".join(SECTIONS))
+            "unknown top-level key; allowed: seed, device, dtype, threads, matmul_precision, "
+            + ", ".join(SECTIONS))
     seed = plain.get("seed", 0)
     require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", seed,
             "must be an integer >= 0")
     dtype = DTYPES[choice("dtype", plain.get("dtype", "float64"), DTYPES)]
     device = resolve_device(plain.get("device", "cpu"))
+    runtime = parse_runtime(plain)
     ensemble = _section(plain, "ensemble")
-    require(set(ensemble) <= {"size"}, "ensemble." + next(iter(set(ensemble) - {"size"}), ""), None,
-            "unknown key; allowed keys: size")
+    require(set(ensemble) <= {"size", "vary"}, "ensemble." + next(iter(set(ensemble) - {"size", "vary"}), ""),
+            None, "unknown key; allowed keys: size, vary")
     size = ensemble.get("size", 1)
     require(isinstance(size, int) and not isinstance(size, bool) and size >= 1, "ensemble.size", size,
             "must be an integer >= 1")
+    sweep = parse_vary(ensemble.get("vary"), size)
+    with sweep.naming():
+        experiment = _build(sweep.config(plain, 0), plain, sweep, seed=seed, dtype=dtype, device=device)
+    return replace(experiment, runtime=runtime)
+
+
+def _build(plain: dict[str, Any], recorded: dict[str, Any], sweep: Sweep, *, seed: int, dtype: torch.dtype,
+           device: torch.device) -> Experiment:
+    """build() from `plain`, the first combination's config; `recorded` is the config as given."""
+    size = sweep.seeds
     trainer_section = _section(plain, "trainer")
     trainer_cfg = parse_section(TRAINERS[choice("trainer.name", trainer_section.get("name"), TRAINERS)],
                                 trainer_section, "trainer")
@@ -127,7 +147,8 @@ def build(cfg: DictConfig | dict) -> Experiment:
     x, y = task.data()
     model.prepare(task_view(task, objective))
     model.check_members(size)
-    schedule = trainer_cfg.schedule(torch.finfo(dtype).eps)
+    schedule = _member_schedule(trainer_cfg.schedule(torch.finfo(dtype).eps), recorded, sweep, metrics_cfg,
+                                torch.finfo(dtype).eps)
     check_batch_size(task, schedule.batch_size)
     require(not (schedule.adaptive and task.online), "trainer.method", trainer_section.get("method"),
             "adaptive step-size control needs a fixed data set, but task.online=true draws fresh samples every "
@@ -139,11 +160,69 @@ def build(cfg: DictConfig | dict) -> Experiment:
                       "see past a kink, so adaptive steps crawl there; rk4 with a fixed h is the better choice "
                       "(trainer.max_steps bounds the run)", stacklevel=2)
     metrics = select_metrics(metrics_cfg.names, objective, task)
-    settings = metrics_cfg.settings(x.shape[0], None if schedule.adaptive else schedule.h)
+    settings = _member_settings(metrics_cfg.settings(x.shape[0], None if schedule.adaptive else schedule.h),
+                                recorded, sweep, device, dtype)
     for check in (m.check for m in metrics.values() if m.check is not None):
-        check(parameters=objective.num_params, members=size, settings=settings, device=device, dtype=dtype)
-    return Experiment(plain, seed, size, device, dtype, task, objective, schedule,
-                      metrics_cfg, metrics, settings, logger_cfg)
+        check(parameters=objective.num_params, members=sweep.size, settings=settings, device=device, dtype=dtype)
+    init_models = _init_models(recorded, sweep, model, task, objective, loss.output_dim(task))
+    return Experiment(recorded, seed, sweep.size, device, dtype, task, objective, schedule,
+                      metrics_cfg, metrics, settings, logger_cfg, sweep, init_models)
+
+
+# a varied key -> the Schedule fields that hold a tuple, member e's value at [e]
+SCHEDULE_FIELDS = {"trainer.lr": ("h", "t_max"), "trainer.target_loss": ("target_loss",)}
+
+
+def _member_schedule(schedule: Schedule, recorded: dict[str, Any], sweep: Sweep, metrics_cfg: MetricsConfig,
+                     eps: float) -> Schedule:
+    """`schedule` with each field a varied key sets as a per-member tuple, from each combination's trainer."""
+    varied = [name for key in sweep.keys for name in SCHEDULE_FIELDS.get(key, ())]
+    if not varied:
+        return schedule
+    require("trainer.lr" not in sweep.keys or metrics_cfg.times is None, "metrics.times", metrics_cfg.times,
+            "must be null when ensemble.vary varies trainer.lr: the members' steps land on different times "
+            "(log on steps with metrics.points or metrics.every)")
+
+    def schedule_of(config: dict[str, Any]) -> Schedule:
+        trainer = config["trainer"]
+        return parse_section(TRAINERS[trainer["name"]], trainer, "trainer").schedule(eps)
+    schedules = sweep.per_combination(recorded, schedule_of, "trainer")
+    return replace(schedule, **{name: tuple(sweep.per_member([getattr(s, name) for s in schedules]))
+                                for name in varied})
+
+
+def _member_settings(settings: Settings, recorded: dict[str, Any], sweep: Sweep, device: torch.device,
+                     dtype: torch.dtype) -> Settings:
+    """`settings` with an (E,) tensor where members differ: the step size under a varied trainer.lr, the loss
+    floor under a varied metrics.loss_floor."""
+    changes: dict[str, Any] = {}
+    if isinstance(settings.step_size, tuple):
+        changes["step_size"] = torch.tensor(settings.step_size, dtype=dtype, device=device)
+    if "metrics.loss_floor" in sweep.keys:
+        configs = sweep.per_combination(recorded, lambda c: parse_section(MetricsConfig, c["metrics"], "metrics"),
+                                        "metrics")
+        floors = sweep.per_member([config.loss_floor for config in configs])
+        changes["loss_floor"] = torch.tensor(floors, dtype=torch.float64, device=device)
+    return replace(settings, **changes)
+
+
+def _init_models(recorded: dict[str, Any], sweep: Sweep, model: Model, task: Task, objective: Objective,
+                 output_dim: int) -> list[Model]:
+    """The model drawing each combination's starts: `model` (the objective's) where the combination's model
+    section is the first's, else one built from it and told the task likewise. Only init keys vary, so every
+    one of them computes the same function."""
+    first = sweep.config(recorded, 0)["model"]
+    objective_keys = {f.name for f in fields(ObjectiveConfig)}
+
+    def start_model(config: dict[str, Any]) -> Model:
+        if config["model"] == first:
+            return model
+        other = build_model({k: v for k, v in config["model"].items() if k not in objective_keys},
+                            input_dim=task.input_dim, output_dim=output_dim)
+        other.prepare(task_view(task, objective))
+        other.check_members(sweep.seeds)
+        return other
+    return sweep.per_combination(recorded, start_model, "model")
 
 
 def task_view(task: Task, objective: Objective) -> TaskView:
@@ -208,31 +287,38 @@ def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]],
     statuses = [m.status for m in result.members]
     status = ("diverged" if "diverged" in statuses else "step_budget" if "step_budget" in statuses else
               "converged" if all(s == "converged" for s in statuses) else "max_steps")
-    members = []
+    members, seeds, varied = [], exp.member_seeds, exp.sweep.member_values()
     for i, (m, row) in enumerate(zip(result.members, rows)):
         members.append({
-            "member": i, "seed": exp.member_seeds[i], "status": m.status if m.status != "running" else "max_steps",
+            "member": i, "seed": seeds[i], **varied[i], "status": m.status if m.status != "running" else "max_steps",
             "stop_step": m.stop_step, "diverged_step": m.stop_step if m.status == "diverged" else None,
             "final_loss": _finite_or_none(row["loss"]), "time_to_target": m.time_to_target,
             "steps": result.steps[i], "t": result.t[i], "rejected_steps": result.rejected[i],
             "grad_evals": result.member_grad_evals[i],
             "final": {k: _finite_or_none(v) for k, v in row.items()},
         })
-    losses = [m["final_loss"] for m in members if m["status"] != "diverged"]
-    times = [m["time_to_target"] for m in members]
+    loop_seconds = result.wall_seconds - result.compile_seconds
     return {
-        "status": status, "steps": max(result.steps), "t": max(result.t),
-        "final_loss": None if None in losses or not losses else sum(losses) / len(losses),  # mean, not diverged
-        "time_to_target": None if None in times else max(times),  # when the last member got there
+        "status": status, "steps": max(result.steps), "t": max(result.t), **_final(members),
         "invariant_drift_max": invariant_drift_max,
         "wall_seconds": result.wall_seconds,
         "metric_seconds": metric_seconds,  # per metric, inside wall_seconds
-        "steps_per_second": result.iterations / result.wall_seconds if result.wall_seconds > 0 else None,
+        "compile_seconds": result.compile_seconds,  # inside wall_seconds, outside steps_per_second
+        "steps_per_second": result.iterations / loop_seconds if loop_seconds > 0 else None,
         "iterations": result.iterations, "rejected_steps": sum(result.rejected),
         "grad_evals": result.grad_evals, "ensemble_size": exp.ensemble_size,
         "device": str(exp.device), "dtype": str(exp.dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(), "peak_memory_bytes": peak_memory_bytes(exp.device),
         "versions": _versions(), "git_revision": git_revision(), "config": exp.config, "members": members,
     }
+
+
+def _final(members: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The final loss of members (their summary entries) and their time to target, as the summary states them."""
+    losses = [m["final_loss"] for m in members if m["status"] != "diverged"]
+    times = [m["time_to_target"] for m in members]
+    return {"final_loss": None if None in losses or not losses else sum(losses) / len(losses),  # mean, not diverged
+            "time_to_target": None if None in times else max(times)}  # when the last member got there
 
 
 def _json_safe(value: Any) -> Any:
@@ -259,10 +345,39 @@ def write_failed(out_dir: str | Path, exc: Exception, config: dict[str, Any], wa
 
 
 def init_params(exp: Experiment) -> Params:
-    """Member i from its own generator seeded seed·E + i, drawn in float64 on the CPU, then moved."""
-    generators = [torch.Generator().manual_seed(s) for s in exp.member_seeds]
-    params = exp.objective.model.init_params(generators)
+    """Member i from its own generator seeded seed·E + i, drawn in float64 on the CPU, then moved. Under
+    ensemble.vary, combination c's members are drawn by its own model (configured with its values) and
+    concatenated in order, so member k of each is member k of its multirun job."""
+    seeds = exp.member_seeds
+    parts = [model.init_params([torch.Generator().manual_seed(seeds[e]) for e in exp.sweep.members(c)])
+             for c, model in enumerate(exp.init_models)]
+    params = {k: torch.cat([part[k] for part in parts]) if len(parts) > 1 else parts[0][k] for k in parts[0]}
     return {k: v.to(device=exp.device, dtype=exp.dtype) for k, v in params.items()}
+
+
+def _horizon(schedule: Schedule) -> float:
+    """The schedule's furthest t_max (members' may differ under a varied trainer.lr)."""
+    return max(schedule.t_max) if isinstance(schedule.t_max, tuple) else schedule.t_max
+
+
+def _write_hparams(recorder: Recorder, exp: Experiment, summary: dict[str, Any]) -> None:
+    """TensorBoard's HParams: the config with the final loss and time to target in tb/ itself; under
+    ensemble.vary, each combination with a run of its own gets its config (its multirun job's) and its members'
+    final numbers there instead."""
+    if not exp.sweep.keys:
+        recorder.tb.write_hparams(_hparams(exp.config), _tb_final(summary))
+        return
+    for c, run_name in enumerate(recorder.tb_runs):  # the first combinations, in order
+        members = [summary["members"][e] for e in exp.sweep.members(c)]
+        recorder.tb.write_hparams(_hparams(exp.sweep.config(exp.config, c)), _tb_final(_final(members)), run_name)
+
+
+def _hparams(config: dict[str, Any]) -> dict[str, Any]:
+    return flatten({k: config[k] for k in config if k != "metrics"})
+
+
+def _tb_final(final: dict[str, Any]) -> dict[str, float | None]:
+    return {"loss": final["final_loss"], "time_to_target": final["time_to_target"]}
 
 
 def _progress(bar: tqdm, t_max: float) -> Callable[[float], None]:
@@ -275,13 +390,21 @@ def _progress(bar: tqdm, t_max: float) -> Callable[[float], None]:
     return update
 
 
-def run_experiment(exp: Experiment, out_dir: str | Path) -> dict[str, Any]:
-    """Train a built experiment, writing every output to out_dir; returns the summary."""
+def _step_work(exp: Experiment) -> int:
+    """threads=auto's measure of one step: parameters × samples per step (a minibatch, else the data) × members."""
+    return step_work(exp.objective.num_params, exp.schedule.batch_size or exp.task.data()[0].shape[0],
+                     exp.ensemble_size)
+
+
+def run_experiment(exp: Experiment, out_dir: str | Path, launcher: Launcher = Launcher()) -> dict[str, Any]:
+    """Train a built experiment, writing every output to out_dir; returns the summary. `launcher`: how Hydra's
+    launcher shares the machine among jobs (threads=auto stays within this job's share)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    apply_runtime(exp.runtime, work=_step_work(exp), launcher=launcher, device=exp.device)
     started = time.time()
-    recorder = Recorder(out_dir, exp.metrics, heavy_every=exp.metrics_config.heavy_every,
-                        ensemble_size=exp.ensemble_size, logger=exp.logger, save_params=exp.metrics_config.save_params)
+    recorder = Recorder(out_dir, exp.metrics, heavy_every=exp.metrics_config.heavy_every, sweep=exp.sweep,
+                        logger=exp.logger, save_params=exp.metrics_config.save_params)
     try:
         torch.save(exp.task.state(), out_dir / "task.pt")  # what the task drew, before any work
         params0 = init_params(exp)
@@ -296,17 +419,16 @@ def run_experiment(exp: Experiment, out_dir: str | Path) -> dict[str, Any]:
                             **kw)
 
         show = exp.logger.progress and sys.stderr.isatty()
-        with tqdm(total=exp.schedule.t_max, disable=not show, leave=False, unit="t",
+        with tqdm(total=_horizon(exp.schedule), disable=not show, leave=False, unit="t",
                   bar_format="{l_bar}{bar}| t={n:.4g}/{total:.4g} [{elapsed}<{remaining}]") as bar:
             result = train(objective=exp.objective, params=params0, batches=batches, schedule=exp.schedule,
                            grid=exp.metrics_config.grid(), on_log=recorder, snapshot=snapshot,
-                           progress=_progress(bar, exp.schedule.t_max))
+                           progress=_progress(bar, _horizon(exp.schedule)))
         torch.save({k: v.detach().cpu() for k, v in result.params.items()}, out_dir / "final_params.pt")
         summary = _summary(exp, result, recorder.last_rows, recorder.invariant_drift_max, recorder.evaluator.seconds)
         _write_json(out_dir / "summary.json", summary)
         if recorder.tb is not None:
-            final = {"loss": summary["final_loss"], "time_to_target": summary["time_to_target"]}
-            recorder.tb.write_hparams(flatten({k: exp.config[k] for k in exp.config if k != "metrics"}), final)
+            _write_hparams(recorder, exp, summary)
         return summary
     except Exception as exc:
         write_failed(out_dir, exc, exp.config, time.time() - started)

@@ -69,6 +69,8 @@ class Objective:
         self.alpha = self.config.lazy_alpha or 1.0
         self.frozen = [k for k in model.param_shapes if k not in self.trainable]
         self._anchor: Params | None = None  # θ_0, detached, for lazy and linearized models
+        self._leaves: tuple[bool, Params, Params, Params] | None = None  # see leaves()
+        self._data: tuple[Tensor, Tensor, Tensor, Tensor] | None = None  # see _member_data()
 
     @property
     def num_params(self) -> int:
@@ -108,11 +110,23 @@ class Objective:
         return loss if self.config.lazy_alpha is None else loss / self.alpha**2
 
     def leaves(self, params: Params, single: bool = False) -> tuple[Params, Params]:
-        """(every parameter with the trainable ones as fresh autograd leaves, just those leaves); `single`: member
-        0's unbatched tensors."""
+        """(every parameter with the trainable ones as autograd leaves, just those leaves); `single`: member 0's
+        unbatched tensors. The leaves are views of params' storage, kept while the same tensors come back: the
+        training loop updates its parameters in place, so it pays for making leaves once, not every step."""
+        cached = self._leaves
+        if cached is not None and cached[0] == single and all(params[k] is cached[1][k] for k in params):
+            return cached[2], cached[3]
         pick = (lambda v: v[0]) if single else (lambda v: v)
         leaves = {k: pick(params[k]).detach().requires_grad_(True) for k in self.trainable}
-        return {k: leaves[k] if k in leaves else pick(v).detach() for k, v in params.items()}, leaves
+        full = {k: leaves[k] if k in leaves else pick(v).detach() for k, v in params.items()}
+        self._leaves = (single, dict(params), full, leaves)
+        return full, leaves
+
+    def _member_data(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """x[0], y[0], kept while the same x, y come back (every step of a full-batch run)."""
+        if self._data is None or self._data[0] is not x or self._data[1] is not y:
+            self._data = (x, y, x[0], y[0])
+        return self._data[2], self._data[3]
 
     def loss_and_grad(self, params: Params, x: Tensor, y: Tensor) -> tuple[Tensor, Params]:
         """Loss (E,) and its gradient: one tensor per trainable parameter, with the parameter's shape.
@@ -122,10 +136,12 @@ class Objective:
         single = x.shape[0] == 1
         with torch.enable_grad():
             full, leaves = self.leaves(params, single)
-            loss = self.loss(full, x[0], y[0]) if single else self.loss(full, x, y)
-            grads = torch.autograd.grad(loss, list(leaves.values()), torch.ones_like(loss))  # = of loss.sum()
-        if single:
-            loss, grads = loss.reshape(1), [g.unsqueeze(0) for g in grads]
+            if single:  # a scalar loss: its gradient needs no grad_outputs
+                loss = self.loss(full, *self._member_data(x, y))
+                grads = [g.unsqueeze(0) for g in torch.autograd.grad(loss, list(leaves.values()))]
+                return loss.detach().unsqueeze(0), dict(zip(leaves, grads))
+            loss = self.loss(full, x, y)
+            grads = torch.autograd.grad(loss.sum(), list(leaves.values()))  # members never mix: each its own
         return loss.detach(), dict(zip(leaves, grads))
 
 

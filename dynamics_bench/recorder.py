@@ -10,19 +10,21 @@ from pathlib import Path
 import torch
 
 from dynamics_bench.metrics import Evaluator, Metric, Snapshot
-from dynamics_bench.sinks import CSVSink, LoggerConfig, ParamsSink, TensorBoardSink
+from dynamics_bench.sinks import CSVSink, LoggerConfig, ParamsSink, TensorBoardSink, member_runs
+from dynamics_bench.vary import Sweep
 
 
 class Recorder:
     """The trainer's on_log: metrics of a snapshot -> metrics.csv, TensorBoard and params/."""
 
-    def __init__(self, out_dir: Path, metrics: dict[str, Metric], *, heavy_every: int, ensemble_size: int,
+    def __init__(self, out_dir: Path, metrics: dict[str, Metric], *, heavy_every: int, sweep: Sweep,
                  logger: LoggerConfig, save_params: bool):
         self.evaluator = Evaluator(metrics, heavy_every)
-        self.csv = CSVSink(out_dir / "metrics.csv")
-        self.tb = TensorBoardSink(out_dir / "tb", ensemble_size, logger.tb_members) if logger.tensorboard else None
+        self.csv = CSVSink(out_dir / "metrics.csv", sweep.member_values())  # the varied values after the metrics
+        self.tb_runs = tensorboard_runs(sweep, logger.tb_runs(bool(sweep.keys)))
+        self.tb = TensorBoardSink(out_dir / "tb", self.tb_runs) if logger.tensorboard else None
         self.params = ParamsSink(out_dir / "params") if save_params else None
-        self.last_rows: list[dict[str, float] | None] = [None] * ensemble_size  # each member's last written row
+        self.last_rows: list[dict[str, float] | None] = [None] * sweep.size  # each member's last written row
         self.written: dict[int, tuple[int, float]] = {}  # member -> (step, t) of its last metrics.csv row
         self.invariant_drift_max: float | None = None  # the largest imbalance_drift_rel logged
 
@@ -54,3 +56,11 @@ class Recorder:
         self.csv.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def tensorboard_runs(sweep: Sweep, shown: int) -> dict[str, list[int]]:
+    """TensorBoard's runs besides the root, name -> members: with ensemble.vary the first `shown` combinations
+    (named by their values: trainer.lr=0.01,model.init_scale=0.1), else the first `shown` members."""
+    if not sweep.keys:
+        return member_runs(sweep.size, shown)
+    return {sweep.name(c): list(sweep.members(c)) for c in range(min(shown, len(sweep.combinations)))}

@@ -3,7 +3,10 @@ and member (the run's Hydra overrides as columns, then its summary fields and th
 prints its override columns, status, final loss and time to target. ``--plot METRIC`` draws METRIC against t (or
 step) for every run and member, one colour per override combination, as SWEEP_DIR/METRIC.png. ``--fit METRIC``
 fits the late-time power-law slope and exponential rate of METRIC against t per run and member (and, with
-``--reach LEVEL``, the time METRIC reaches LEVEL), prints them and writes SWEEP_DIR/fit_METRIC.csv."""
+``--reach LEVEL``, the time METRIC reaches LEVEL), prints them and writes SWEEP_DIR/fit_METRIC.csv.
+
+A run with ``ensemble.vary`` is a sweep inside one run: its members' varied values are override columns of their
+own, named as a multirun's (``trainer.lr``), so a varied run and the multirun it replaces read alike."""
 from __future__ import annotations
 
 import argparse
@@ -29,6 +32,8 @@ CONSOLE_FIELDS = ["member", "status", "final_loss", "time_to_target"]  # after r
 CURVE_COLUMNS = {"step", "t", "member"}  # metrics.csv columns that are not metrics
 SCALES = {"loglog": ("log", "log"), "semilogy": ("linear", "log"), "linear": ("linear", "linear")}
 POOLED = {"seed"}  # runs differing only in these overrides are members of one combination
+CURVE = ["run", "member"]  # what names a curve (a member of a run) in the tables below
+VARY = "ensemble.vary"  # an override whose values become each member's own columns
 MEMBER_WIDTH, MEDIAN_WIDTH, SINGLE_WIDTH = 0.7, 2.4, 1.6
 
 
@@ -46,15 +51,27 @@ def _name(run_dir: Path, root: Path) -> str:
 
 
 def overrides(run_dir: Path) -> dict[str, Any]:
-    """The run's command-line overrides (key -> value), from Hydra's .hydra/overrides.yaml if present."""
+    """The run's command-line overrides (key -> value), from Hydra's .hydra/overrides.yaml if present; not
+    ensemble.vary, whose values are the members' own (see :func:`varied_keys`)."""
     file = run_dir / ".hydra" / "overrides.yaml"
     if not file.exists():
         return {}
     out = {}
     for item in yaml.safe_load(file.read_text()) or []:
         key, _, value = item.partition("=")
-        out[key.lstrip("+~")] = yaml.safe_load(value) if value else None
+        if key.lstrip("+~") != VARY:
+            out[key.lstrip("+~")] = yaml.safe_load(value) if value else None
     return out
+
+
+def varied_keys(run_dir: Path) -> list[str]:
+    """The keys the run's ensemble.vary varies (columns of its metrics.csv and members), from summary.json."""
+    config = json.loads((run_dir / "summary.json").read_text()).get("config") or {}
+    return list((config.get("ensemble") or {}).get("vary") or {})
+
+
+def _cell(value: Any) -> Any:
+    return str(value) if isinstance(value, (list, dict)) else value
 
 
 def _number(value: Any) -> Any:
@@ -66,15 +83,15 @@ def _number(value: Any) -> Any:
 
 def _rows(run_dir: Path, root: Path) -> list[dict[str, Any]]:
     summary = {k: _number(v) for k, v in json.loads((run_dir / "summary.json").read_text()).items()}
-    base = {"run": _name(run_dir, root), **overrides(run_dir)}
-    base.update({f"run_{k}" if k in ("final_loss", "time_to_target", "status") else k: summary.get(k)
-                 for k in RUN_FIELDS})
+    head = {"run": _name(run_dir, root), **overrides(run_dir)}
+    fields = {f"run_{k}" if k in ("final_loss", "time_to_target", "status") else k: summary.get(k) for k in RUN_FIELDS}
     if summary.get("status") == "failed":
-        return [{**base, "status": "failed", "reason": summary.get("reason")}]
-    rows = []
+        return [{**head, **fields, "status": "failed", "reason": summary.get("reason")}]
+    rows, varied = [], varied_keys(run_dir)
     for m in summary["members"]:
         m = {k: _number(v) for k, v in m.items()}
-        row = {**base, "member": m["member"], "member_seed": m["seed"], "status": m["status"],
+        row = {**head, **{k: _cell(m[k]) for k in varied}, **fields, "member": m["member"], "member_seed": m["seed"],
+               "status": m["status"],
                "stop_step": m["stop_step"], "final_loss": m["final_loss"], "time_to_target": m["time_to_target"]}
         row.update({f"member_{k}": m.get(k) for k in MEMBER_FIELDS})
         row.update({f"final_{k}": _number(v) for k, v in m["final"].items() if k != "loss"})
@@ -116,10 +133,6 @@ def aggregate(path: str | Path, write: bool = True) -> pd.DataFrame:
     return table
 
 
-def _cell(value: Any) -> Any:
-    return str(value) if isinstance(value, (list, dict)) else value
-
-
 def _runs(root: Path) -> pd.DataFrame:
     """One row per run under root: its name (column run) and its overrides (lists and dicts as text)."""
     return _frame([{"run": _name(d, root), **{k: _cell(v) for k, v in overrides(d).items()}}
@@ -127,25 +140,44 @@ def _runs(root: Path) -> pd.DataFrame:
 
 
 def load_metrics(path: str | Path) -> pd.DataFrame:
-    """Every run's metrics.csv under `path`, concatenated, with the run and its overrides as columns."""
+    """Every run's metrics.csv under `path`, concatenated, with the run and its overrides as columns (a member's
+    varied values are its metrics.csv's own)."""
     root = Path(path)
     frames = []
     for run_dir in _run_dirs(root):
         if (run_dir / "metrics.csv").exists():
             frame = pd.read_csv(run_dir / "metrics.csv")
             for key, value in {"run": _name(run_dir, root), **overrides(run_dir)}.items():
-                frame[key] = _cell(value)
+                if key not in frame:  # a varied value is the member's, not the run's
+                    frame[key] = _cell(value)
             frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _all_varied(root: Path) -> list[str]:
+    """Every key some run under root varies inside itself (ensemble.vary), in order of first appearance."""
+    return list(dict.fromkeys(k for run_dir in _run_dirs(root) for k in varied_keys(run_dir)))
+
+
 def metric_names(path: str | Path) -> list[str]:
-    """The metrics any run under `path` recorded (metrics.csv columns other than step, t and member)."""
+    """The metrics any run under `path` recorded (metrics.csv columns other than step, t, member and the
+    varied values)."""
     names: dict[str, None] = {}
     for run_dir in _run_dirs(Path(path)):
         if (run_dir / "metrics.csv").exists():
             names.update(dict.fromkeys(pd.read_csv(run_dir / "metrics.csv", nrows=0).columns))
-    return [n for n in names if n not in CURVE_COLUMNS]
+    settings = CURVE_COLUMNS | set(_all_varied(Path(path)))
+    return [n for n in names if n not in settings]
+
+
+def _curves(root: Path, data: pd.DataFrame) -> pd.DataFrame:
+    """One row per curve (run and member) in data: the run's overrides, then the member's varied values (data's
+    column: the member's own, or its run's override), as in sweep.csv."""
+    varied = [k for k in _all_varied(root) if k in data]
+    runs = _runs(root)
+    runs = runs.drop(columns=[k for k in varied if k in runs])
+    curves = data[CURVE + varied].drop_duplicates(CURVE).merge(runs, on="run", how="left")
+    return curves[CURVE + [k for k in runs if k != "run"] + varied]
 
 
 def _check(path: Path, metrics: list[str]) -> None:
@@ -157,9 +189,9 @@ def _check(path: Path, metrics: list[str]) -> None:
                        f"metrics.csv; available: {', '.join(available) or 'none'}")
 
 
-def _varying(runs: pd.DataFrame) -> list[str]:
-    """The override columns whose value is not the same in every run (missing counts as a value)."""
-    return [c for c in runs.columns if c != "run" and runs[c].astype(str).nunique() > 1]
+def _varying(curves: pd.DataFrame) -> list[str]:
+    """The override columns whose value is not the same in every curve (missing counts as a value)."""
+    return [c for c in curves.columns if c not in CURVE and curves[c].astype(str).nunique() > 1]
 
 
 def _sort_key(column: pd.Series) -> pd.Series:
@@ -217,18 +249,18 @@ def _label(values: pd.Series) -> str:
     return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
-def _curve_name(runs: pd.DataFrame, varying: list[str], run: str, member: int) -> str:
+def _curve_name(curves: pd.DataFrame, varying: list[str], run: str, member: int) -> str:
     """'member i', after what tells the runs of one combination apart: the pooled overrides, else the run."""
     pooled = [k for k in varying if k in POOLED]
     if pooled:
-        return f"{_label(runs.set_index('run').loc[run, pooled])}, member {member}"
-    return f"{run}, member {member}" if len(runs) > 1 else f"member {member}"
+        return f"{_label(curves.set_index(CURVE).loc[(run, member), pooled])}, member {member}"
+    return f"{run}, member {member}" if curves["run"].nunique() > 1 else f"member {member}"
 
 
-def _title(root: Path, metric: str, runs: pd.DataFrame, varying: list[str]) -> str:
+def _title(root: Path, metric: str, curves: pd.DataFrame, varying: list[str]) -> str:
     sweep = "/".join(root.resolve().parts[-2:])
-    fixed = ", ".join(f"{k}={runs[k].iloc[0]}" for k in runs.columns  # column by column: Int64 stays integer
-                      if k not in ("run", *varying) and not _missing(runs[k].iloc[0]))
+    fixed = ", ".join(f"{k}={curves[k].iloc[0]}" for k in curves.columns  # column by column: Int64 stays integer
+                      if k not in (*CURVE, *varying) and not _missing(curves[k].iloc[0]))
     fixed = fixed if len(fixed) <= 100 else fixed[:99] + "…"
     return f"{metric}: {sweep}" + (f"\n{fixed}" if fixed else "")
 
@@ -236,7 +268,8 @@ def _title(root: Path, metric: str, runs: pd.DataFrame, varying: list[str]) -> s
 def figure(path: str | Path, metric: str, x: str = "t", scale: str | None = None,
            data: pd.DataFrame | None = None):
     """METRIC against x ('t' or 'step') for every run and member under `path` as a matplotlib Figure: one colour
-    per combination of the varying overrides (runs differing only in seed pooled), its members thin and their
+    per combination of the varying overrides (runs differing only in seed pooled; a member's varied values are
+    overrides of its own), its members thin and their
     median bold, a legend by combination, the sweep in the title. scale is loglog, semilogy or linear (None:
     default_scale); points a log axis cannot show are left out and counted in a note under the axes. A single
     combination's curves get a colour each, labelled 'member i'. data: load_metrics(path) if already loaded."""
@@ -246,7 +279,7 @@ def figure(path: str | Path, metric: str, x: str = "t", scale: str | None = None
     root = Path(path)
     _check(root, [metric])
     data = load_metrics(root) if data is None else data
-    runs = _runs(root)
+    runs = _curves(root, data)  # one row per curve: run, member, its overrides
     varying = _varying(runs)
     keys = [k for k in varying if k not in POOLED]
     curves = data.loc[data[metric].notna(), ["run", "member", x, metric]]
@@ -254,8 +287,8 @@ def figure(path: str | Path, metric: str, x: str = "t", scale: str | None = None
     curves, note = _drawable(curves, metric, x, scale)
     runs = runs.sort_values(keys, key=_sort_key, kind="stable") if keys else runs
     by_run = not varying  # no recorded overrides tell the runs apart (runs made through the Python API): one each
-    combo_of = {row["run"]: row["run"] if by_run else ", ".join(map(str, row[keys]))  # keys: legend title
-                for _, row in runs.iterrows()}
+    combo_of = {(row["run"], row["member"]): row["run"] if by_run else ", ".join(map(str, row[keys]))  # keys:
+                for _, row in runs.iterrows()}  # the legend's title
     combos = list(dict.fromkeys(combo_of.values()))
     single = len(combos) == 1
 
@@ -265,7 +298,7 @@ def figure(path: str | Path, metric: str, x: str = "t", scale: str | None = None
     members: dict[str, list[pd.Series]] = {c: [] for c in combos}
     for (run, member), group in curves.groupby(["run", "member"], sort=False):
         line = group.drop_duplicates(x, keep="last").set_index(x)[metric]
-        members[combo_of[run]].append(line.rename(_curve_name(runs, varying, run, member)))
+        members[combo_of[(run, member)]].append(line.rename(_curve_name(runs, varying, run, member)))
     if single:
         lines = members[combos[0]]
         for line, colour in zip(lines, _colours(len(lines))):
@@ -334,12 +367,12 @@ def fit(path: str | Path, metric: str, window: float = 1.0, reach: float | None 
     root = Path(path)
     _check(root, [metric])
     data = load_metrics(root) if data is None else data
-    runs = _runs(root).set_index("run")
+    curves = _curves(root, data).set_index(CURVE)
     rows = []
     for (run, member), group in data.groupby(["run", "member"], sort=False):
         group = group.sort_values("t", kind="stable")
         t, y = group["t"].to_numpy(dtype=float), group[metric].to_numpy(dtype=float)
-        rows.append({"run": run, **runs.loc[run].to_dict(), "member": int(member),
+        rows.append({"run": run, **curves.loc[(run, member)].to_dict(), "member": int(member),
                      **_fit_row(t, y, window, reach)})
     table = _frame(rows)
     if write:
@@ -361,7 +394,7 @@ def show(table: pd.DataFrame) -> str:
 def _console(table: pd.DataFrame, root: Path) -> pd.DataFrame:
     """The columns of sweep.csv the console shows: run, overrides, member, status, final loss, time to target
     (and why a run failed, if one did)."""
-    keys = [k for k in _runs(root).columns if k != "run"]
+    keys = [k for k in dict.fromkeys([*_runs(root).columns, *_all_varied(root)]) if k != "run"]
     extra = ["reason"] if "reason" in table and table["reason"].notna().any() else []
     return table[[c for c in ["run", *keys, *CONSOLE_FIELDS, *extra] if c in table]]
 

@@ -6,6 +6,12 @@ Member statuses: ``running`` until its loss reaches ``target_loss`` (``converged
 member's parameters are frozen while the others go on. Full-batch trainers check every step on the exact
 loss; minibatch and online trainers check divergence on the step's batch loss and the target on the logged
 (full-data) loss. Flow trainers place time_to_target between steps with the method's dense output.
+
+Steps never wait for the host: the loop takes a window of steps with the losses (and the adaptive clock's
+bookkeeping) left on the device, then reads which members stopped, or whether a row is due, in one transfer.
+A member that stopped inside the window is found at its exact step by going back to the window's start and
+taking the same steps again (same arithmetic, same data draws), so statuses, rows and frozen parameters are
+those of a loop that checked every step.
 """
 from __future__ import annotations
 
@@ -18,8 +24,8 @@ import torch
 from torch import Tensor
 
 from dynamics_bench.batches import Batches
-from dynamics_bench.clocks import GridSpec, make_clock
-from dynamics_bench.integrators import Step, Tableau, advance, dense_point, rk_step
+from dynamics_bench.clocks import AdaptiveClock, FixedClock, GridSpec, make_clock
+from dynamics_bench.integrators import Step, StepSize, Tableau, advance, dense_point, rk_step
 from dynamics_bench.metrics.base import Snapshot
 from dynamics_bench.models.base import Params, per_member
 from dynamics_bench.objective import Objective
@@ -28,7 +34,9 @@ from dynamics_bench.trainers import Schedule
 # on_log(snapshot, members, grid, ending): log the rows of the members marked; grid: a row of the metrics grid (not
 # only a stop's); ending: the members whose last row this is (a stop, or t_max)
 OnLog = Callable[[Snapshot, list[bool], bool, list[bool]], None]
+LossAndGrad = Callable[[Params, Tensor, Tensor], tuple[Tensor, Params]]
 LOCATE_ITERATIONS = 60  # regula falsi (Illinois) on the dense output; converges superlinearly, this is a cap
+WINDOW = 64  # fixed steps between reads of the losses by the host: one transfer per window, not per step
 
 
 @dataclass
@@ -49,6 +57,7 @@ class TrainResult:
     rejected: list[int]
     wall_seconds: float
     members: list[MemberState] = field(default_factory=list)
+    compile_seconds: float = 0.0  # inside wall_seconds: compiling the step (trainer.compile) and its first call
 
 
 @dataclass
@@ -58,31 +67,14 @@ class _Previous:
     step: Step
     params: Params
     loss: Tensor
-    t: list[float]
-
-
-def _check(members: list[MemberState], losses: list[float], steps: list[int], t: list[float],
-           schedule: Schedule, target: bool, divergence: bool) -> list[int]:
-    """Update statuses from the current losses; returns the members that stopped now."""
-    stopped = []
-    for i, (m, value) in enumerate(zip(members, losses)):
-        if m.status != "running":
-            continue
-        if divergence and (not math.isfinite(value) or value > schedule.divergence_threshold):
-            m.status, m.stop_step = "diverged", steps[i]
-        elif target and schedule.target_loss is not None and value <= schedule.target_loss:
-            m.status, m.stop_step, m.time_to_target = "converged", steps[i], t[i]
-        else:
-            continue
-        stopped.append(i)
-    return stopped
+    t: list[float] | Tensor  # each member's t at the step's start
 
 
 def _where(mask: Tensor, new: Tensor, old: Tensor) -> Tensor:
     return torch.where(per_member(mask, new), new, old)
 
 
-def locate_crossing(loss_at: Callable[[Params], Tensor], method: Tableau, prev: _Previous, level: float,
+def locate_crossing(loss_at: Callable[[Params], Tensor], method: Tableau, prev: _Previous, level: float | Tensor,
                     loss_after: Tensor) -> list[float]:
     """Per member, the s ∈ [0, 1] where L(θ(t_k + s·h)) = level on the step's dense output (Illinois regula
     falsi, bracketed by L(θ_k) > level ≥ L(θ_{k+1})). Members without a crossing get s = 1."""
@@ -103,30 +95,253 @@ def locate_crossing(loss_at: Callable[[Params], Tensor], method: Tableau, prev: 
     return torch.where(bracket, s, hi).tolist()
 
 
+class _Rules:
+    """The stopping rules as tensors: a loss is a divergence when NaN/inf or above the threshold, a convergence
+    when at or below the member's target (a target per member under ensemble.vary; none: never)."""
+
+    def __init__(self, schedule: Schedule, like: Tensor):
+        self.threshold = schedule.divergence_threshold
+        targets = schedule.target_loss if isinstance(schedule.target_loss, tuple) else \
+            (schedule.target_loss,) * like.shape[0]
+        self.targets = list(targets)
+        self.any_target = any(t is not None for t in targets)
+        # float64, as the config's numbers: a float32 loss is compared exactly with the target the user wrote
+        self.target = torch.tensor([-math.inf if t is None else t for t in targets], dtype=torch.float64,
+                                   device=like.device)
+
+    def judge(self, loss: Tensor, target: bool = True) -> tuple[Tensor, Tensor]:
+        """(whether each loss diverged, whether a rule fires: divergence, or with `target` convergence)."""
+        bad = ~torch.isfinite(loss) | (loss > self.threshold)
+        return bad, bad | (loss <= self.target) if target and self.any_target else bad
+
+    def first_events(self, losses: list[Tensor], running: list[bool], target: bool) -> list[tuple[int, str]]:
+        """Per member, (the first index into `losses` where a rule fires, "diverged" or "converged"), or (-1, "")
+        for none; one read by the host for the whole window."""
+        bad, event = self.judge(torch.stack(losses), target)  # (n, E)
+        event &= torch.tensor(running, device=event.device)
+        first = event.to(torch.uint8).argmax(0)
+        fired, diverged = event.any(0), bad.gather(0, first[None])[0]
+        rows = torch.stack([torch.where(fired, first, -1), diverged.long()]).tolist()
+        return [(i, "diverged" if d else "converged") if i >= 0 else (-1, "") for i, d in zip(*rows)]
+
+
+class _Logger:
+    """The logging half of the loop, shared by both clocks: builds the snapshot, checks the minibatch trainers'
+    target on the full-data loss, and calls on_log with the rows and the members whose last row it is."""
+
+    def __init__(self, on_log: OnLog, snapshot: Callable[..., Snapshot], schedule: Schedule, rules: _Rules,
+                 members: list[MemberState], full: bool):
+        self.on_log, self.snapshot, self.schedule, self.rules = on_log, snapshot, schedule, rules
+        self.members, self.full = members, full
+        self.last_logged = [False] * len(members)  # whether the member's last row (its stop, or t_max) is logged
+
+    def __call__(self, iteration: int, steps: list[int], times: list[float], params: Params, loss: Tensor,
+                 grad: Params, stopped: list[int], due: bool, finished: bool) -> bool:
+        """Log if a row is due, the run ends, or members stopped; returns whether the run is finished."""
+        size = len(self.members)
+        if not (due or finished or stopped):
+            return finished
+        cached = (loss, grad) if self.full else (None, None)
+        snap = self.snapshot(iteration=iteration, steps=steps, t=times, params=params, loss=cached[0], grad=cached[1])
+        if not self.full and (due or finished) and self.rules.any_target:
+            # a row for every member: the full-data loss may stop it
+            full_loss = snap.loss_and_grad()[0].tolist()
+            for i, (m, value, target) in enumerate(zip(self.members, full_loss, self.rules.targets)):
+                if m.status == "running" and target is not None and value <= target:
+                    m.status, m.stop_step, m.time_to_target = "converged", steps[i], times[i]
+                    stopped.append(i)
+            finished = finished or all(m.status != "running" for m in self.members)
+        rows = [True] * size if due or finished else [i in stopped for i in range(size)]
+        t_max = self.schedule.t_max
+        ending = [rows[i] and not self.last_logged[i] and (finished or i in stopped or times[i] >= _member(t_max, i))
+                  for i in range(size)]  # with adaptive steps a member may reach t_max before the others
+        self.on_log(snap, rows, due, ending)
+        self.last_logged = [a or b for a, b in zip(self.last_logged, ending)]
+        return finished
+
+
+def _member(value: float | tuple, i: int) -> float:
+    return value[i] if isinstance(value, tuple) else value
+
+
+def _grad_fn(objective: Objective, schedule: Schedule, params: Params, x: Tensor,
+             y: Tensor) -> tuple[LossAndGrad, float]:
+    """The loss-and-gradient the steps use (compiled under trainer.compile) and the seconds compiling took."""
+    if not schedule.compile:
+        return objective.loss_and_grad, 0.0
+    from dynamics_bench.compiled import compile_loss_and_grad  # torch.compile's import is slow: only when asked
+
+    return compile_loss_and_grad(objective, params, x, y)
+
+
 def train(*, objective: Objective, params: Params, batches: Batches, schedule: Schedule, grid: GridSpec,
           on_log: OnLog, snapshot: Callable[..., Snapshot], progress: Callable[[float], None]) -> TrainResult:
     """Integrate from `params` (E members, left untouched) to the schedule's end, calling on_log at the grid
     times, where a member stops, and at the end. `progress` gets the flow time reached."""
+    start = time.perf_counter()
     params = {k: v.detach().clone() for k, v in params.items()}  # updated in place
     size = next(iter(params.values())).shape[0]
     members = [MemberState() for _ in range(size)]
-    clock, method = make_clock(schedule, grid, size), schedule.method
-    locate = schedule.locate_target and schedule.target_loss is not None and batches.full
-    grad_evals, member_evals = 1, [1] * size  # every ∇L the loop computes, this first one at θ_0 included
     x, y = batches()
-    grad_fn = lambda p: objective.loss_and_grad(p, x, y)  # noqa: E731  (x, y rebound per step)
-    loss, grad = grad_fn(params)
-    previous: _Previous | None = None
-    last_logged = [False] * size  # whether the member's last row (its stop, or t_max) has been logged
-    iteration, start = 0, time.perf_counter()
+    loss_and_grad, compile_seconds = _grad_fn(objective, schedule, params, x, y)
+    loss, grad = loss_and_grad(params, x, y)
+    rules = _Rules(schedule, loss)
+    clock = make_clock(schedule, grid, size, loss)
+    log = _Logger(on_log, snapshot, schedule, rules, members, batches.full)
+    loop = _fixed_loop if isinstance(clock, FixedClock) else _adaptive_loop
+    result = loop(objective, loss_and_grad, params, (x, y, loss, grad), batches, schedule, clock, rules, log, progress)
+    if loss.device.type == "cuda":  # the wall time includes the device's work, not only its launch
+        torch.cuda.synchronize(loss.device)
+    result.wall_seconds, result.compile_seconds = time.perf_counter() - start, compile_seconds
+    return result
+
+
+def _stop(members: list[MemberState], events: list[tuple[int, str]], index: int, steps: list[int],
+          times: list[float]) -> list[int]:
+    """Mark the running members whose first event is at `index`; returns them."""
+    stopped = [i for i, (at, _) in enumerate(events) if at == index and members[i].status == "running"]
+    for i in stopped:
+        status = events[i][1]
+        members[i].status, members[i].stop_step = status, steps[i]
+        if status == "converged":
+            members[i].time_to_target = times[i]
+    return stopped
+
+
+def _locate(objective: Objective, method: Tableau, previous: _Previous, rules: _Rules, loss: Tensor,
+            data: tuple[Tensor, Tensor], members: list[MemberState], stopped: list[int], times: list[float]) -> None:
+    """time_to_target of the members that converged in `previous`'s step, on its dense output."""
+    if not any(members[i].status == "converged" for i in stopped):
+        return
+    s = locate_crossing(lambda p: objective.loss(p, *data), method, previous, rules.target.to(loss.dtype), loss)
+    before = previous.t.tolist() if isinstance(previous.t, Tensor) else previous.t
+    for i in (i for i in stopped if members[i].status == "converged"):
+        members[i].time_to_target = before[i] + s[i] * (times[i] - before[i])
+
+
+Stage = tuple[Tensor, Tensor, Tensor, Params]  # (x, y) of the next step, and L, ∇L at the current θ on them
+
+
+def _fixed_steps(count: int, method: Tableau, loss_and_grad: LossAndGrad, params: Params, stage: Stage,
+                 clock: FixedClock, h: StepSize, moving: Tensor | None, batches: Batches,
+                 locate: bool) -> tuple[Stage, list[Tensor], _Previous | None]:
+    """`count` steps from clock.k; returns the last stage, each step's loss after it, and (with `locate`) the
+    last step with the state it started from."""
+    losses, previous = [], None
+    for j in range(count):
+        x, y, loss, grad = stage
+        step_h = h if clock.k + j < clock.total - 1 or not isinstance(h, float) else clock.last_h
+        before = {k: v.clone() for k, v in params.items()} if locate and j == count - 1 else None
+        step = rk_step(method, lambda p: loss_and_grad(p, x, y), params, step_h, (loss, grad))
+        if before is not None:
+            previous = _Previous(step, before, loss, clock.times_at(clock.k + j))
+        advance(params, step, moving)
+        x, y = batches()
+        loss, grad = step.end if method.fsal and moving is None else loss_and_grad(params, x, y)
+        stage = (x, y, loss, grad)
+        losses.append(loss)
+    return stage, losses, previous
+
+
+def _fixed_loop(objective: Objective, loss_and_grad: LossAndGrad, params: Params, stage: Stage, batches: Batches,
+                schedule: Schedule, clock: FixedClock, rules: _Rules, log: _Logger,
+                progress: Callable[[float], None]) -> TrainResult:
+    """Fixed steps, in windows the host reads once (see the module docstring)."""
+    members, size, method = log.members, len(log.members), schedule.method
+    like = stage[2]
+    h = clock.h if isinstance(clock.h, float) else torch.tensor(clock.h, dtype=like.dtype, device=like.device)
+    member_evals = [1] * size  # every ∇L the loop computes, this first one at θ_0 included
+    locate = schedule.locate_target and rules.any_target and batches.full
+    check_target = batches.full  # minibatch trainers judge the target on the logged full-data loss
+    stopped = _stop(members, rules.first_events([like], [True] * size, check_target), 0, clock.steps(),
+                    clock.times())
     while True:
+        running = [m.status == "running" for m in members]
+        x, y, loss, grad = stage
+        finished = log(clock.k, clock.steps(), clock.times(), params, loss, grad, stopped, clock.due(),
+                       clock.finished() or not any(running))
+        progress(max(clock.times()))
+        running = [m.status == "running" for m in members]
+        if finished or not any(running):
+            break
+        moving = None if all(running) else torch.tensor(running, device=like.device)
+        n = clock.window(WINDOW)
+        saved = ({k: v.clone() for k, v in params.items()}, stage, batches.state())
+        stage, losses, previous = _fixed_steps(n, method, loss_and_grad, params, stage, clock, h, moving, batches,
+                                               locate)
+        events = rules.first_events(losses, running, check_target)
+        hit = min((at for at, _ in events if at >= 0), default=-1)
+        if 0 <= hit < n - 1:  # back to the window's start, then the same steps again up to the first stop
+            for k, v in saved[0].items():
+                params[k].copy_(v)
+            batches.restore(saved[2])
+            stage, _, previous = _fixed_steps(hit + 1, method, loss_and_grad, params, saved[1], clock, h, moving,
+                                              batches, locate)
+        taken = n if hit < 0 else hit + 1
+        clock.advance(taken, running)
+        member_evals = [e + taken * method.grad_evals_per_step * r for e, r in zip(member_evals, running)]
+        stopped = _stop(members, events, hit, clock.steps(), clock.times()) if hit >= 0 else []
+        if locate and previous is not None:
+            _locate(objective, method, previous, rules, stage[2], stage[:2], members, stopped, clock.times())
+    return TrainResult(params, clock.k, clock.steps(), clock.times(), 1 + clock.k * method.grad_evals_per_step,
+                       member_evals, clock.rejected, 0.0, members)
+
+
+def _adaptive_steps(count: int, method: Tableau, loss_and_grad: LossAndGrad, params: Params, stage: Stage,
+                    clock: AdaptiveClock, running: Tensor, rules: _Rules, schedule: Schedule,
+                    locate: bool) -> tuple[Stage, Tensor, Tensor, _Previous | None]:
+    """`count` attempted steps (adaptive methods need the fixed data set: stage's x, y throughout), nothing read
+    by the host. Returns the last stage; per step (n, 2) whether a running member's stopping rule fires after
+    it and whether no running member can move (a row is due, or all are at t_max); which members moved at each
+    step (n, E); and (with `locate`) the last step with the state it started from."""
+    x, y, loss, grad = stage
+    kept: list[tuple[Tensor, ...]] = []  # after each step: the loss and the clock's state (fresh tensors)
+    previous = None
+    for j in range(count):
+        h, moving = clock.step_size(running)
+        before = ({k: v.clone() for k, v in params.items()}, loss, clock.t.clone()) \
+            if locate and j == count - 1 else None
+        step = rk_step(method, lambda p: loss_and_grad(p, x, y), params, h, (loss, grad), schedule.rtol,
+                       schedule.atol)
+        accepted = clock.commit(step, moving)
+        if before is not None:
+            previous = _Previous(step, *before)
+        advance(params, step, accepted)
+        if method.fsal:  # the last stage was evaluated at θ_{k+1}: the next step's first, for accepted members
+            end_loss, end_grad = step.end
+            loss = torch.where(accepted, end_loss, loss)
+            grad = {k: _where(accepted, end_grad[k], g) for k, g in grad.items()}
+        else:
+            loss, grad = loss_and_grad(params, x, y)
+        kept.append((loss, moving, clock.t, clock.h, clock.accepted, clock.rejected, clock.last_rejected))
+    # the stopping rules of every step at once: a few ops per window, not per step
+    losses, moved, t, h, accepted, rejected, last_rejected = (torch.stack(v) for v in zip(*kept))  # (n, E) each
+    ended = clock.out_of_budget_mask(t, accepted, rejected) | clock.stalled_mask(t, h, last_rejected)
+    stops = running & (rules.judge(losses)[1] | ended)
+    resting = (clock.waiting(t, accepted) | ~running).all(1)
+    return (x, y, loss, grad), torch.stack([stops.any(1), resting], 1), moved, previous
+
+
+def _adaptive_loop(objective: Objective, loss_and_grad: LossAndGrad, params: Params, stage: Stage,
+                   batches: Batches, schedule: Schedule, clock: AdaptiveClock, rules: _Rules, log: _Logger,
+                   progress: Callable[[float], None]) -> TrainResult:
+    """Per-member steps under error control, in windows the host reads once, up to the first step where a
+    member stops or a row is due. Steps after a due row move nobody (every running member waits at the row's
+    time) and are not counted; a stop inside the window is found by going back to the window's start and taking
+    the same steps again. A window reaches as far as the steps the last row took (rows are log-spaced in t, and
+    so are steps that grow with t), then half as far again while nothing happens (at most WINDOW)."""
+    members, size, method = log.members, len(log.members), schedule.method
+    locate = schedule.locate_target and rules.any_target
+    iterations, member_evals = 0, [1] * size  # every ∇L the loop computes, this first one at θ_0 included
+    previous: _Previous | None = None
+    interval, since_row = 1, 0  # steps the last row took; steps taken since it
+    while True:
+        x, y, loss, grad = stage
         steps, times = clock.steps(), clock.times()
-        stopped = _check(members, loss.tolist(), steps, times, schedule, target=batches.full, divergence=True)
-        if locate and previous is not None and any(members[i].status == "converged" for i in stopped):
-            s = locate_crossing(lambda p: objective.loss(p, x, y), method, previous, schedule.target_loss, loss)
-            for i in stopped:
-                if members[i].status == "converged":
-                    members[i].time_to_target = previous.t[i] + s[i] * (times[i] - previous.t[i])
+        running = [m.status == "running" for m in members]
+        stopped = _stop(members, rules.first_events([loss], running, True), 0, steps, times)
+        if locate and previous is not None:
+            _locate(objective, method, previous, rules, loss, (x, y), members, stopped, times)
         # a stalled member's step size underflowed: the vector field is NaN/inf next to its θ
         for status, ended in (("diverged", clock.stalled()), ("step_budget", clock.out_of_budget())):
             for i in (i for i in ended if members[i].status == "running"):
@@ -134,42 +349,30 @@ def train(*, objective: Objective, params: Params, batches: Batches, schedule: S
                 stopped.append(i)
         running = [m.status == "running" for m in members]
         due = clock.due(running)
-        finished = not any(running) or clock.finished(running)
-        if due or finished or stopped:
-            cached = (loss, grad) if batches.full else (None, None)
-            snap = snapshot(iteration=iteration, steps=steps, t=times, params=params, loss=cached[0], grad=cached[1])
-            if not batches.full and (due or finished):  # a row for every member: the full-data loss may stop it
-                stopped += _check(members, snap.loss_and_grad()[0].tolist(), steps, times, schedule, target=True,
-                                  divergence=False)
-                running = [m.status == "running" for m in members]
-                finished = not any(running) or finished
-            rows = [True] * size if due or finished else [i in stopped for i in range(size)]
-            ending = [rows[i] and not last_logged[i] and (finished or i in stopped or times[i] >= schedule.t_max)
-                      for i in range(size)]  # with adaptive steps a member may reach t_max before the others
-            on_log(snap, rows, due, ending)
-            last_logged = [a or b for a, b in zip(last_logged, ending)]
-            if due:
-                clock.logged()
+        finished = log(iterations, steps, times, params, loss, grad, stopped, due,
+                       not any(running) or clock.finished(running))
+        if due:
+            clock.logged()
         progress(max(times))
         if finished:
             break
-        h, moving = clock.step_size(running, loss)
-        step = rk_step(method, grad_fn, params, h, (loss, grad), schedule.rtol, schedule.atol)
-        grad_evals += method.grad_evals_per_step
-        moves = running if moving is None else moving.tolist()
-        for i in (i for i in range(size) if moves[i]):
-            member_evals[i] += method.grad_evals_per_step
-        accepted = clock.commit(step, moving)
-        if locate:
-            previous = _Previous(step, {k: v.clone() for k, v in params.items()}, loss, times)
-        advance(params, step, accepted)
-        iteration += 1
-        x, y = batches()
-        if method.fsal:  # the last stage was evaluated at θ_{k+1}: the next step's first, for accepted members
-            end_loss, end_grad = step.end
-            loss = end_loss if accepted is None else torch.where(accepted, end_loss, loss)
-            grad = end_grad if accepted is None else {k: _where(accepted, end_grad[k], g) for k, g in grad.items()}
-        else:
-            loss, grad = grad_fn(params)
-    return TrainResult(params, iteration, clock.steps(), clock.times(), grad_evals, member_evals,
-                       clock.rejected, time.perf_counter() - start, members)
+        if due:
+            interval, since_row = max(since_row, 1), 0
+        window = min(max(interval - since_row, (since_row + 1) // 2, 1), WINDOW)
+        mask = torch.tensor(running, device=loss.device)
+        saved = ({k: v.clone() for k, v in params.items()}, stage, clock.state())
+        stage, flags, moved, previous = _adaptive_steps(window, method, loss_and_grad, params, stage, clock, mask,
+                                                        rules, schedule, locate)
+        marks = [stop or rest for stop, rest in flags.tolist()]
+        taken = marks.index(True) + 1 if True in marks else window
+        if taken < window and flags[taken - 1, 0]:  # back to the window's start, the same steps up to the stop
+            for k, v in saved[0].items():
+                params[k].copy_(v)
+            clock.load(saved[2])
+            stage, _, _, previous = _adaptive_steps(taken, method, loss_and_grad, params, saved[1], clock, mask,
+                                                    rules, schedule, locate)
+        iterations, since_row = iterations + taken, since_row + taken
+        counts = moved[:taken].sum(0).tolist()
+        member_evals = [e + method.grad_evals_per_step * c for e, c in zip(member_evals, counts)]
+    return TrainResult(params, iterations, clock.steps(), clock.times(), 1 + iterations * method.grad_evals_per_step,
+                       member_evals, clock.rejected.tolist(), 0.0, members)

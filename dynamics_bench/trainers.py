@@ -18,19 +18,22 @@ from dynamics_bench.integrators import INTEGRATORS, Tableau
 class Schedule:
     """What the loop needs. Fixed-step methods take `steps` steps of h; adaptive methods integrate to t_max
     with h as the first trial step, under rtol/atol, within `max_steps` attempted steps.
-    batch_size None: the full data set (or task.n fresh samples per step on an online task)."""
+    batch_size None: the full data set (or task.n fresh samples per step on an online task).
+    Under ensemble.vary a tuple holds member e's value at [e]: h and t_max (= steps·h) where trainer.lr varies
+    (GD/SGD only), target_loss where trainer.target_loss does."""
 
     method: Tableau
-    h: float
-    t_max: float
+    h: float | tuple[float, ...]
+    t_max: float | tuple[float, ...]
     steps: int | None  # fixed-step methods only
     batch_size: int | None
-    target_loss: float | None
+    target_loss: float | None | tuple[float | None, ...]
     divergence_threshold: float
     locate_target: bool = False  # place time_to_target between steps with the method's dense output
     rtol: float = 0.0
     atol: float = 0.0
     max_steps: int | None = None  # adaptive only: attempted steps (accepted + rejected) before giving up
+    compile: bool = False  # evaluate the loss and gradient with dynamics_bench.compiled.compile_loss_and_grad
 
     @property
     def adaptive(self) -> bool:
@@ -41,6 +44,7 @@ class Schedule:
 class _Common:
     target_loss: float | None = None  # a member stops once its loss is <= this
     divergence_threshold: AllowInf = 1e10  # a member whose loss is NaN/inf or above this is recorded as diverged
+    compile: bool = False  # torch.compile the loss and gradient (eager, with a warning, where that fails)
 
     def _check_common(self) -> None:
         require(self.target_loss is None or self.target_loss >= 0, "trainer.target_loss", self.target_loss,
@@ -61,7 +65,7 @@ class GDConfig(_Common):
 
     def schedule(self, eps: float) -> Schedule:
         return Schedule(INTEGRATORS["euler"], self.lr, self.steps * self.lr, self.steps, None, self.target_loss,
-                        self.divergence_threshold)
+                        self.divergence_threshold, compile=self.compile)
 
 
 @dataclass
@@ -75,7 +79,7 @@ class SGDConfig(GDConfig):
 
     def schedule(self, eps: float) -> Schedule:
         return Schedule(INTEGRATORS["euler"], self.lr, self.steps * self.lr, self.steps, self.batch_size,
-                        self.target_loss, self.divergence_threshold)
+                        self.target_loss, self.divergence_threshold, compile=self.compile)
 
 
 ADAPTIVE_DEFAULTS = {"rtol": 1e-10, "atol": 1e-12, "max_steps": 20_000}  # for keys left null (float64)
@@ -121,10 +125,10 @@ class GradientFlowConfig(_Common):
                     f"must be >= {RTOL_FLOOR}·eps = {floor:.1e} for this dtype (or 0, with atol only)")
             max_steps = ADAPTIVE_DEFAULTS["max_steps"] if self.max_steps is None else self.max_steps
             return Schedule(method, self.h, self.t_max, None, None, self.target_loss, self.divergence_threshold,
-                            locate_target=True, rtol=rtol, atol=atol, max_steps=max_steps)
+                            locate_target=True, rtol=rtol, atol=atol, max_steps=max_steps, compile=self.compile)
         steps = math.ceil(self.t_max / self.h - 1e-9)  # tolerate t_max/h = 999.9999999 from float input
         return Schedule(method, self.h, self.t_max, steps, None, self.target_loss, self.divergence_threshold,
-                        locate_target=True)
+                        locate_target=True, compile=self.compile)
 
 
 TRAINERS: dict[str, type[GDConfig | SGDConfig | GradientFlowConfig]] = {

@@ -22,6 +22,13 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def short_name(device: str) -> str:
+    """What a benchmark row ran on, in a few words: the GPU's name, or the CPU model and its core count."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{cpu_model() or 'unknown CPU'}, {os.cpu_count()} cores"
+
+
 def load_average() -> list[float] | None:
     return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
 

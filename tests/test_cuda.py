@@ -58,3 +58,21 @@ def test_cuda_instruments_match_cpu(tmp_path):
     assert list(a.columns) == list(b.columns) and a["ntk_lambda_max"].notna().sum() > 2
     # Lanczos from the same start vector; eigen-solvers differ by round-off on well-separated extremes
     pd.testing.assert_frame_equal(a, b, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("trainer", [
+    ("ensemble.size=6", "trainer.lr=0.3", "trainer.steps=300", "trainer.target_loss=0.02",
+     "trainer.divergence_threshold=5", "model.init_scale=2", "metrics.every=100"),
+    ("experiment=seed_paper_prop7", "ensemble.size=4", "trainer.t_max=20", "trainer.max_steps=118",
+     "metrics.points=5"),
+], ids=["gd", "dopri5"])
+def test_cuda_windows_stop_members_where_the_cpu_does(tmp_path, trainer):
+    """Stops inside the loop's windows (read by the host once per window) on CUDA: the same statuses and stop
+    steps as the CPU, and peak_memory_bytes from the CUDA allocator."""
+    common = [*trainer, "metrics.names=[loss]", "logger.tensorboard=false"]
+    cpu = run_overrides(tmp_path, "device=cpu", *common, name="cpu")
+    gpu = run_overrides(tmp_path, "device=cuda", *common, name="cuda")
+    assert [(m["status"], m["stop_step"]) for m in gpu["members"]] == \
+        [(m["status"], m["stop_step"]) for m in cpu["members"]]
+    assert len({m["status"] for m in cpu["members"]}) == 2
+    assert 0 < gpu["peak_memory_bytes"] < torch.cuda.get_device_properties(0).total_memory

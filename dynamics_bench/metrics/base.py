@@ -31,8 +31,10 @@ class Settings:
     probe: int = PROBE  # the probe set is the task's first `probe` inputs (ntk, activation_flips)
     lanczos_steps: int = LANCZOS_STEPS  # hessian: Lanczos iterations at most (and at most P)
     hessian_dense_max: int = HESSIAN_DENSE_MAX  # hessian: a dense eigendecomposition up to this many parameters
-    loss_floor: float = 0.0  # lojasiewicz: L̃ = L − loss_floor
-    step_size: float | None = None  # h of a fixed-step trainer (lr for GD and SGD); None under adaptive steps
+    # Under ensemble.vary these two may differ between members: then an (E,) tensor on the run's device, member e's
+    # at [e] (a metric multiplying an (E,) column by them needs no case of its own)
+    loss_floor: float | Tensor = 0.0  # lojasiewicz: L̃ = L − loss_floor
+    step_size: float | Tensor | None = None  # h of a fixed-step trainer (lr for GD and SGD); None under adaptive steps
 
 
 @dataclass

@@ -1,11 +1,11 @@
 """Łojasiewicz diagnostics: how the gradient scales with the loss, and the local order of the loss's decay
 (Zhou–Ge–Jin 2021, Thm 4 and Claim 2; Xu–Du 2023; docs/theory.md §6.4, P2.3).
 
-With L̃ = L − metrics.loss_floor: `pl_ratio` ‖∇L‖²/L̃ (bounded below under a PL inequality; → 0 when PL fails,
-as for m > r students), `kappa` ‖∇L‖/L̃ (Thm 4's κ, bounded below). From the member's previous row:
-`loj_exponent` Δlog‖∇L‖/Δlog L̃ (θ in ‖∇L‖ ∝ L̃^θ: 2/3 along an O(t⁻³) decay), `loss_slope` Δlog L̃/Δlog t (p in
-L̃ ∝ t^p) and `loss_rate` −Δlog L̃/Δt (r in L̃ ∝ e^{−rt}). A column is empty where it is undefined: no previous
-row, L̃ ≤ 0, t = 0 (for loss_slope), or a zero denominator.
+With L̃ = L − metrics.loss_floor (each member's own under ensemble.vary): `pl_ratio` ‖∇L‖²/L̃ (bounded below
+under a PL inequality; → 0 when PL fails, as for m > r students), `kappa` ‖∇L‖/L̃ (Thm 4's κ, bounded below). From
+the member's previous row: `loj_exponent` Δlog‖∇L‖/Δlog L̃ (θ in ‖∇L‖ ∝ L̃^θ: 2/3 along an O(t⁻³) decay),
+`loss_slope` Δlog L̃/Δlog t (p in L̃ ∝ t^p) and `loss_rate` −Δlog L̃/Δt (r in L̃ ∝ e^{−rt}). A column is empty
+where it is undefined: no previous row, L̃ ≤ 0, t = 0 (for loss_slope), or a zero denominator.
 
 Five numbers per member from three: plain floats, which cost a fraction of tensor operations at this size.
 """
@@ -45,8 +45,9 @@ def _row(excess: float, grad: float, t: float, prev: list[float]) -> tuple[list[
 def lojasiewicz(s: Snapshot, previous: Memory) -> tuple[Values, Memory]:
     loss = s.loss_and_grad()[0]
     floor, grads = s.settings.loss_floor, s.grad_norm().tolist()
+    floors = floor.tolist() if isinstance(floor, torch.Tensor) else [floor] * len(grads)  # per member under vary
     prev = previous["row"].tolist() if previous else [[NAN] * 4] * len(grads)
-    rows, memory = zip(*(_row(v - floor, g, t, p) for v, g, t, p in zip(loss.tolist(), grads, s.t, prev)))
+    rows, memory = zip(*(_row(v - f, g, t, p) for v, f, g, t, p in zip(loss.tolist(), floors, grads, s.t, prev)))
     values = torch.tensor(rows, dtype=torch.float64, device=loss.device)  # (E, 5), float64 whatever the dtype
     return dict(zip(COLUMNS, values.unbind(1))), {"row": torch.tensor(memory, dtype=torch.float64, device=loss.device)}
 

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-import scipy.optimize
 import torch
 from torch import Tensor
 
@@ -294,6 +293,8 @@ class TwoLayer(Model):
     def _nnls(self, gen: torch.Generator) -> Params:
         """Zhou–Ge–Jin's Algorithm 1: directions w̄_j from N(0, I_d), then masses z ≥ 0 minimizing the loss of
         Σ_j z_j s_j σ(w̄_jᵀx) (s_j the output layer's sign) over z ≥ 0 (docs/theory.md §6.6)."""
+        import scipy.optimize  # here, not at the top: slow to import, and only this init needs it
+
         task = self._task_or_fail()
         w = gaussian(gen, (self.width, self.input_dim), 1.0)
         directions = w / torch.linalg.vector_norm(w, dim=1, keepdim=True)  # (m, d)

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor
 
 from dynamics_bench.config import read_file, require
 from dynamics_bench.tasks.base import Task, data_state
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SUFFIXES = (".pt", ".npz", ".csv")
 
@@ -94,6 +96,8 @@ def _read_pt(path: str) -> tuple[Tensor, Tensor]:
 
 def _columns(key: str, names: list[str], frame: pd.DataFrame, path: str) -> Tensor:
     """The named numeric columns of frame, (n, len(names)) float64; ConfigError on key otherwise."""
+    import pandas as pd  # here, not at the top: slow to import, and only CSV files need it
+
     unknown = [c for c in names if c not in frame.columns]
     require(not unknown, key, names, f"{path} has no column {', '.join(map(repr, unknown))}; its columns: "
             + ", ".join(map(str, frame.columns)))
@@ -104,6 +108,8 @@ def _columns(key: str, names: list[str], frame: pd.DataFrame, path: str) -> Tens
 
 
 def _read_csv(path: str, inputs: list[str] | None, targets: list[str] | None) -> tuple[Tensor, Tensor]:
+    import pandas as pd  # here, not at the top: slow to import, and only CSV files need it
+
     frame = _load(path, pd.read_csv)
     targets = targets or ["y"]
     y = _columns("task.targets", targets, frame, path)

@@ -7,8 +7,6 @@ import math
 from typing import Callable
 
 import numpy as np
-from scipy.integrate import quad
-from scipy.optimize import brentq
 
 QUAD = dict(epsabs=0.0, epsrel=1e-13, limit=200)  # quad's own error estimate, well inside the tests' 1e-10
 ROOT = dict(xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=2000)  # relative accuracy, even for roots near 0
@@ -45,6 +43,8 @@ def balanced_mode_time(u0: float, u1: float, s: float, depth: int) -> float:
     if not (u0 > 0 and u1 > 0 and s > 0 and (s - u0) * (s - u1) > 0 and depth >= 1):
         raise ValueError(f"need u0, u1, s > 0, u0 and u1 on the same side of s and depth >= 1; got u0={u0}, "
                          f"u1={u1}, s={s}, depth={depth}")
+    from scipy.integrate import quad  # here, not at the top: scipy is slow to import, and most runs need none of it
+
     a = 2 - 2 / depth
 
     def regular(y: float) -> float:
@@ -63,6 +63,8 @@ def balanced_mode_strength(t: float | np.ndarray, s: float, u0: float, depth: in
 
 
 def _mode_strength(t: float, s: float, u0: float, depth: int) -> float:
+    from scipy.optimize import brentq  # here, not at the top: scipy is slow to import, and most runs need none of it
+
     if t < 0:
         raise ValueError(f"t must be >= 0, got {t}")
     if t == 0:
@@ -81,6 +83,8 @@ def scalar_product_time(factors: list[float], target: float, f_prime: Callable[[
         T = ∫_{s0}^{s1} ds/(−f'(x(s))·σ̄·P(s)),  x(s1) = target (brentq; s·P(s) is increasing).
     Valid while f' keeps its sign between the start and target; s may cross 0 (the product changes sign). In s the
     plateau of a small balanced init is a power law, 1/s^{N−1}, which quad resolves (unlike x's 1/x^{2−2/N})."""
+    from scipy.integrate import quad  # here, not at the top: scipy is slow to import, and most runs need none of it
+
     i = min(range(len(factors)), key=lambda j: abs(factors[j]))
     s0, others = factors[i], factors[:i] + factors[i + 1:]
     c = [w * w - s0 * s0 for w in others]
@@ -98,6 +102,8 @@ def scalar_product_time(factors: list[float], target: float, f_prime: Callable[[
 
 def _increasing_root(fn: Callable[[float], float], value: float, start: float) -> float:
     """The s with fn(s) = value for increasing fn, bracketed by doubling steps away from start."""
+    from scipy.optimize import brentq  # here, not at the top: scipy is slow to import, and most runs need none of it
+
     direction = 1.0 if value > fn(start) else -1.0
     step = abs(start) or 1.0
     while (fn(start + direction * step) - value) * direction < 0:

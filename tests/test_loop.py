@@ -1,0 +1,64 @@
+"""The fixed-step loop reads stops once per window of steps, not per step: it must record exactly what a loop that
+checked every step records (statuses and stop steps, times to target, rows, frozen parameters, evaluation counts)."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from dynamics_bench import trainer
+from tests.conftest import run_overrides
+
+STOPS = {  # members stop at different steps, most inside a window (rows only every 100 steps)
+    "gd": ("ensemble.size=6", "trainer.lr=0.3", "trainer.steps=300", "trainer.target_loss=0.02",
+           "trainer.divergence_threshold=5", "model.init_scale=2", "metrics.every=100"),
+    "sgd": ("trainer=sgd", "ensemble.size=6", "trainer.lr=0.6", "trainer.steps=400", "trainer.batch_size=4",
+            "trainer.target_loss=0.05", "trainer.divergence_threshold=3", "metrics.every=100"),
+    "rk4": ("trainer=gradient_flow", "trainer.method=rk4", "ensemble.size=4", "trainer.h=0.1", "trainer.t_max=10",
+            "trainer.target_loss=0.05", "model.init_scale=2", "trainer.divergence_threshold=5", "metrics.every=100",
+            "task.n=100"),
+    # adaptive steps: convergence located on the dense output, and a member out of budget, between 5 rows
+    "dopri5": ("experiment=seed_paper_prop7", "ensemble.size=4", "trainer.t_max=20", "trainer.max_steps=118",
+               "metrics.points=5"),
+}
+
+
+def _outputs(path):
+    summary = json.loads((path / "summary.json").read_text())
+    members = [{k: m[k] for k in ("status", "stop_step", "time_to_target", "steps", "t", "grad_evals", "final",
+                                  "rejected_steps")} for m in summary["members"]]
+    members.append({k: summary[k] for k in ("iterations", "grad_evals", "rejected_steps")})
+    return members, pd.read_csv(path / "metrics.csv"), torch.load(path / "final_params.pt")
+
+
+@pytest.mark.parametrize("case", sorted(STOPS))
+def test_windows_record_what_a_per_step_check_records(tmp_path, monkeypatch, case):
+    common = (*STOPS[case], "metrics.names=[loss,grad_norm,param_norm]", "logger.tensorboard=false")
+    run_overrides(tmp_path, *common, name="window")
+    monkeypatch.setattr(trainer, "WINDOW", 1)  # the host reads every step
+    run_overrides(tmp_path, *common, name="step")
+    (window, rows_w, params_w), (step, rows_s, params_s) = _outputs(tmp_path / "window"), _outputs(tmp_path / "step")
+    stops = {m["stop_step"] for m in step[:-1] if m["stop_step"] is not None}
+    assert len(stops) >= 2 and any(s % 100 not in (0, 1) for s in stops), stops  # stops inside windows
+    assert len({m["status"] for m in step[:-1]}) == 2  # both kinds of stop
+    assert window == step
+    pd.testing.assert_frame_equal(rows_w, rows_s, check_exact=True)
+    for key in params_s:
+        assert torch.equal(params_w[key].nan_to_num(), params_s[key].nan_to_num()), key  # frozen bit for bit
+
+
+def test_a_stopped_member_is_frozen_where_it_stopped(tmp_path):
+    """A diverged member's parameters are those at its stop step: a GD run cut at that step has them."""
+    common = ("ensemble.size=6", "trainer.lr=0.3", "trainer.target_loss=0.02", "trainer.divergence_threshold=5",
+              "model.init_scale=2", "metrics.names=[loss]", "logger.tensorboard=false")
+    whole = run_overrides(tmp_path, *common, "trainer.steps=300", "metrics.every=100", name="whole")
+    member = next(m for m in whole["members"] if m["status"] == "converged")
+    k = member["stop_step"]
+    run_overrides(tmp_path, *common, f"trainer.steps={k}", "trainer.target_loss=null", name="cut")
+    frozen = torch.load(tmp_path / "whole" / "final_params.pt")
+    cut = torch.load(tmp_path / "cut" / "final_params.pt")
+    i = member["member"]
+    for key in frozen:
+        assert torch.equal(frozen[key][i], cut[key][i]), key
