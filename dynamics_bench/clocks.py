@@ -115,9 +115,10 @@ class FixedClock:
         following = self._rows[bisect.bisect_right(self._rows, self.k)]
         return min(following - self.k, limit)
 
-    def advance(self, steps: int, running: list[bool]) -> None:
+    def advance(self, steps: int, taken: list[int]) -> None:
+        """The loop took `steps` steps; member e moved in taken[e] of them (a stopped one in none or fewer)."""
         self.k += steps
-        self.member_steps = [k + steps * r for k, r in zip(self.member_steps, running)]
+        self.member_steps = [k + n for k, n in zip(self.member_steps, taken)]
 
 
 class AdaptiveClock:
@@ -204,7 +205,7 @@ class AdaptiveClock:
     def stalled(self) -> list[int]:
         return self.stalled_mask(self.t, self.h, self.last_rejected).nonzero()[:, 0].tolist()
 
-    def step_size(self, running: list[bool] | Tensor, like: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def step_size(self, running: list[bool] | Tensor) -> tuple[Tensor, Tensor]:
         """Each member's step, clipped to its next stop (0 while it waits), and which members move."""
         running = running if isinstance(running, Tensor) else torch.tensor(running, device=self.t.device)
         moving = running & ~self.waiting()

@@ -3,10 +3,10 @@
 The gradient is taken with `torch.func.grad_and_value` inside the compiled function, so Dynamo traces forward and
 backward into one graph (``fullgraph=True``) and Inductor fuses both; compiling only the forward and letting
 AOTAutograd build the backward ran slower than eager on the benchmark problem (the eager `torch.autograd.grad`
-around it keeps the autograd engine's per-step overhead). Compiling the whole GD step into the graph ran 4–12%
-faster again, but returns θ_{k+1} with L(θ_k), against the loop's stopping rules on L(θ_{k+1}): not used. Shapes are fixed during a run, so the graph is specialized to them (``dynamic=False``). On CUDA the graph
-is also captured as a CUDA graph (``mode="reduce-overhead"``, CUDA graph trees), so a small net is not bound by
-kernel launches.
+around it keeps the autograd engine's per-step overhead). A whole GD step in one graph, the update included, ran
+4–12% faster again on that problem in a first measurement; the loop does not use one yet. Shapes are fixed during
+a run, so the graph is specialized to them (``dynamic=False``). On CUDA the graph is also captured as a CUDA graph
+(``mode="reduce-overhead"``, CUDA graph trees), so a small net is not bound by kernel launches.
 
 Compilation is paid here, not in the training loop: the compiled function is called on the run's first point
 (twice: on CUDA the first call warms up and the second records the graph) and checked against its eager
@@ -26,9 +26,8 @@ from torch import Tensor
 from torch.func import grad_and_value
 
 from dynamics_bench.models.base import Params
-from dynamics_bench.objective import Objective
+from dynamics_bench.objective import LossAndGrad, Objective
 
-LossAndGrad = Callable[[Params, Tensor, Tensor], "tuple[Tensor, Params]"]  # θ, x, y -> (L (E,), {trainable: ∇L})
 CHECK_ULPS = 1000  # compiled vs eager at the first point: max |difference| ≤ this × eps × max |eager| per tensor
 WARM_UP_CALLS = 2  # CUDA graph trees warm up on the first call and record on the second
 

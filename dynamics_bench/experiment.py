@@ -32,7 +32,8 @@ from dynamics_bench.models import build_model
 from dynamics_bench.models.base import Model, Params, TaskView
 from dynamics_bench.objective import Objective, ObjectiveConfig, build_objective
 from dynamics_bench.recorder import Recorder
-from dynamics_bench.runtime import Launcher, Runtime, apply_runtime, parse_runtime, peak_memory_bytes, step_work
+from dynamics_bench.runtime import (Launcher, Runtime, apply_runtime, parse_runtime, peak_memory_bytes, step_work,
+                                    torch_settings)
 from dynamics_bench.sinks import LoggerConfig
 from dynamics_bench.tasks import build_task
 from dynamics_bench.tasks.base import Task
@@ -283,10 +284,10 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]],
              invariant_drift_max: float | None, metric_seconds: dict[str, float]) -> dict[str, Any]:
-    """rows: each member's last written metrics row (its stop row, or the end's)."""
-    statuses = [m.status for m in result.members]
-    status = ("diverged" if "diverged" in statuses else "step_budget" if "step_budget" in statuses else
-              "converged" if all(s == "converged" for s in statuses) else "max_steps")
+    """rows: each member's last written metrics row (its stop row, or the end's). The outcome (status, steps, t,
+    final loss, time to target, rejected steps) is stated for the whole batch and, in `combinations`, for each
+    combination's members alone, as its multirun job would state it; the cost (seconds, iterations, gradient
+    evaluations, memory) is the process's."""
     members, seeds, varied = [], exp.member_seeds, exp.sweep.member_values()
     for i, (m, row) in enumerate(zip(result.members, rows)):
         members.append({
@@ -299,18 +300,39 @@ def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]],
         })
     loop_seconds = result.wall_seconds - result.compile_seconds
     return {
-        "status": status, "steps": max(result.steps), "t": max(result.t), **_final(members),
-        "invariant_drift_max": invariant_drift_max,
+        **_outcome(members), "invariant_drift_max": invariant_drift_max,
         "wall_seconds": result.wall_seconds,
         "metric_seconds": metric_seconds,  # per metric, inside wall_seconds
         "compile_seconds": result.compile_seconds,  # inside wall_seconds, outside steps_per_second
         "steps_per_second": result.iterations / loop_seconds if loop_seconds > 0 else None,
-        "iterations": result.iterations, "rejected_steps": sum(result.rejected),
-        "grad_evals": result.grad_evals, "ensemble_size": exp.ensemble_size,
+        "iterations": result.iterations, "grad_evals": result.grad_evals, "ensemble_size": exp.ensemble_size,
         "device": str(exp.device), "dtype": str(exp.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(), "peak_memory_bytes": peak_memory_bytes(exp.device),
-        "versions": _versions(), "git_revision": git_revision(), "config": exp.config, "members": members,
+        "versions": _versions(), "git_revision": git_revision(), "config": exp.config,
+        "combinations": _combinations(exp.sweep, members, invariant_drift_max), "members": members,
     }
+
+
+def _outcome(members: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a run states of its members (their summary entries): its status (diverged if one diverged, else
+    step_budget if one ran out of it, else converged if all did, else max_steps), steps and t (the furthest
+    member's), final loss and time to target (:func:`_final`) and rejected steps (summed)."""
+    statuses = [m["status"] for m in members]
+    status = ("diverged" if "diverged" in statuses else "step_budget" if "step_budget" in statuses else
+              "converged" if all(s == "converged" for s in statuses) else "max_steps")
+    return {"status": status, "steps": max(m["steps"] for m in members), "t": max(m["t"] for m in members),
+            **_final(members), "rejected_steps": sum(m["rejected_steps"] for m in members)}
+
+
+def _combinations(sweep: Sweep, members: list[dict[str, Any]],
+                  invariant_drift_max: float | None) -> list[dict[str, Any]]:
+    """Per combination (one without ensemble.vary): its varied values, its members (indices into `members`) and
+    the outcome its multirun job would state. The recorder keeps the largest drift of the whole batch, not of each
+    member, so a combination's invariant_drift_max is null unless it is the only one."""
+    alone = len(sweep.combinations) == 1
+    return [{**values, "members": list(sweep.members(c)), **_outcome([members[e] for e in sweep.members(c)]),
+             "invariant_drift_max": invariant_drift_max if alone else None}
+            for c, values in enumerate(sweep.combinations)]
 
 
 def _final(members: list[dict[str, Any]]) -> dict[str, float | None]:
@@ -401,6 +423,7 @@ def run_experiment(exp: Experiment, out_dir: str | Path, launcher: Launcher = La
     launcher shares the machine among jobs (threads=auto stays within this job's share)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    restore = torch_settings()
     apply_runtime(exp.runtime, work=_step_work(exp), launcher=launcher, device=exp.device)
     started = time.time()
     recorder = Recorder(out_dir, exp.metrics, heavy_every=exp.metrics_config.heavy_every, sweep=exp.sweep,
@@ -435,6 +458,7 @@ def run_experiment(exp: Experiment, out_dir: str | Path, launcher: Launcher = La
         raise
     finally:
         recorder.close()
+        restore()
 
 
 def run(cfg: DictConfig | dict, out_dir: str | Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -21,6 +22,9 @@ from dynamics_bench.losses import Loss
 from dynamics_bench.models.base import Model, Params
 from dynamics_bench.tasks.base import Task
 from dynamics_bench.theory import population_loss
+
+
+LossAndGrad = Callable[[Params, Tensor, Tensor], tuple[Tensor, Params]]  # θ, x, y -> (L (E,), {trainable: ∇L})
 
 
 @dataclass

@@ -15,7 +15,7 @@ import os
 import resource
 import sys
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -109,6 +109,17 @@ def apply_runtime(runtime: Runtime, *, work: int, launcher: Launcher, device: to
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     return threads
+
+
+def torch_settings() -> Callable[[], None]:
+    """A function that puts torch's thread count and float32 matmul precision back as they are now: a run sets
+    both for itself and leaves the caller's process as it found it."""
+    threads, precision = torch.get_num_threads(), torch.get_float32_matmul_precision()
+
+    def restore() -> None:
+        torch.set_num_threads(threads)
+        torch.set_float32_matmul_precision(precision)
+    return restore
 
 
 def peak_memory_bytes(device: torch.device) -> int:

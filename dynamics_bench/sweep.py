@@ -6,7 +6,10 @@ fits the late-time power-law slope and exponential rate of METRIC against t per 
 ``--reach LEVEL``, the time METRIC reaches LEVEL), prints them and writes SWEEP_DIR/fit_METRIC.csv.
 
 A run with ``ensemble.vary`` is a sweep inside one run: its members' varied values are override columns of their
-own, named as a multirun's (``trainer.lr``), so a varied run and the multirun it replaces read alike."""
+own, named as a multirun's (``trainer.lr``) and placed where ensemble.vary was given; a row's run fields are its
+combination's (summary.json's ``combinations``) and its ``member`` is its index within the combination
+(``run_member``: its index in the batch, metrics.csv's member), so a varied run and the multirun it replaces read
+alike."""
 from __future__ import annotations
 
 import argparse
@@ -25,8 +28,11 @@ from dynamics_bench.theory.fits import exponential, fit_window, power_law, time_
 
 RUN_FIELDS = ["status", "steps", "t", "final_loss", "time_to_target", "invariant_drift_max", "wall_seconds",
               "steps_per_second", "iterations", "rejected_steps", "grad_evals", "device", "dtype"]
+# the run's outcome, under ensemble.vary its combination's (as that multirun job states it); the other run fields
+# are the process's (its seconds, iterations, batched gradient evaluations), shared by every combination in it
+COMBINATION_FIELDS = {"status", "steps", "t", "final_loss", "time_to_target", "invariant_drift_max", "rejected_steps"}
 MEMBER_FIELDS = ["steps", "t", "rejected_steps", "grad_evals"]  # as member_<field>: a member's own count
-COUNTS = {"steps", "iterations", "rejected_steps", "grad_evals", "member", "member_seed", "stop_step",
+COUNTS = {"steps", "iterations", "rejected_steps", "grad_evals", "member", "run_member", "member_seed", "stop_step",
           *(f"member_{k}" for k in MEMBER_FIELDS if k != "t")}  # Int64 even where every run lacks them
 CONSOLE_FIELDS = ["member", "status", "final_loss", "time_to_target"]  # after run and the override columns
 CURVE_COLUMNS = {"step", "t", "member"}  # metrics.csv columns that are not metrics
@@ -50,18 +56,30 @@ def _name(run_dir: Path, root: Path) -> str:
     return str(run_dir.relative_to(root)) or "."
 
 
-def overrides(run_dir: Path) -> dict[str, Any]:
-    """The run's command-line overrides (key -> value), from Hydra's .hydra/overrides.yaml if present; not
-    ensemble.vary, whose values are the members' own (see :func:`varied_keys`)."""
+def _given(run_dir: Path) -> dict[str, Any]:
+    """Hydra's .hydra/overrides.yaml (key -> value, in command-line order), if present."""
     file = run_dir / ".hydra" / "overrides.yaml"
     if not file.exists():
         return {}
     out = {}
     for item in yaml.safe_load(file.read_text()) or []:
         key, _, value = item.partition("=")
-        if key.lstrip("+~") != VARY:
-            out[key.lstrip("+~")] = yaml.safe_load(value) if value else None
+        out[key.lstrip("+~")] = yaml.safe_load(value) if value else None
     return out
+
+
+def overrides(run_dir: Path) -> dict[str, Any]:
+    """The run's command-line overrides (key -> value), from Hydra's .hydra/overrides.yaml if present; not
+    ensemble.vary, whose values are the members' own (see :func:`varied_keys`)."""
+    return {k: v for k, v in _given(run_dir).items() if k != VARY}
+
+
+def override_keys(run_dir: Path) -> list[str]:
+    """The run's override columns in command-line order, ensemble.vary's place taken by the keys it varies (at
+    the end for a run Hydra did not record): where the multirun it replaces has its override columns."""
+    varied = varied_keys(run_dir)
+    keys = [k for key in _given(run_dir) for k in (varied if key == VARY else [key])]
+    return list(dict.fromkeys(keys + varied))
 
 
 def varied_keys(run_dir: Path) -> list[str]:
@@ -81,17 +99,33 @@ def _number(value: Any) -> Any:
     return value
 
 
+def combination_of(summary: dict[str, Any]) -> dict[int, tuple[int, dict[str, Any]]]:
+    """Member index (metrics.csv's member) -> its index within its combination and the combination's entry in
+    summary.json (a summary written before combinations existed: the run's own fields, one combination)."""
+    members = [m["member"] for m in summary.get("members", [])]  # none in a failed run's
+    entries = summary.get("combinations") or [{**summary, "members": members}]
+    return {e: (k, entry) for entry in entries for k, e in enumerate(entry["members"])}
+
+
+def _run_fields(summary: dict[str, Any], combination: dict[str, Any]) -> dict[str, Any]:
+    """RUN_FIELDS as sweep.csv names them (run_status, ...): the outcome the combination's, the rest the run's."""
+    return {f"run_{k}" if k in ("final_loss", "time_to_target", "status") else k:
+            _number((combination if k in COMBINATION_FIELDS else summary).get(k)) for k in RUN_FIELDS}
+
+
 def _rows(run_dir: Path, root: Path) -> list[dict[str, Any]]:
-    summary = {k: _number(v) for k, v in json.loads((run_dir / "summary.json").read_text()).items()}
-    head = {"run": _name(run_dir, root), **overrides(run_dir)}
-    fields = {f"run_{k}" if k in ("final_loss", "time_to_target", "status") else k: summary.get(k) for k in RUN_FIELDS}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    given = overrides(run_dir)
     if summary.get("status") == "failed":
-        return [{**head, **fields, "status": "failed", "reason": summary.get("reason")}]
-    rows, varied = [], varied_keys(run_dir)
+        return [{"run": _name(run_dir, root), **given, **_run_fields(summary, summary), "status": "failed",
+                 "reason": summary.get("reason")}]
+    rows, keys, varied, member_of = [], override_keys(run_dir), set(varied_keys(run_dir)), combination_of(summary)
     for m in summary["members"]:
         m = {k: _number(v) for k, v in m.items()}
-        row = {**head, **{k: _cell(m[k]) for k in varied}, **fields, "member": m["member"], "member_seed": m["seed"],
-               "status": m["status"],
+        within, combination = member_of[m["member"]]
+        row = {"run": _name(run_dir, root), **{k: _cell(m[k]) if k in varied else given[k] for k in keys},
+               **_run_fields(summary, combination), "member": within, "run_member": m["member"],
+               "member_seed": m["seed"], "status": m["status"],
                "stop_step": m["stop_step"], "final_loss": m["final_loss"], "time_to_target": m["time_to_target"]}
         row.update({f"member_{k}": m.get(k) for k in MEMBER_FIELDS})
         row.update({f"final_{k}": _number(v) for k, v in m["final"].items() if k != "loss"})
@@ -154,6 +188,20 @@ def load_metrics(path: str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _key_order(root: Path) -> list[str]:
+    """Every override column of the runs under root, ensemble.vary's keys included, in order (override_keys)."""
+    return list(dict.fromkeys(k for run_dir in _run_dirs(root) for k in override_keys(run_dir)))
+
+
+def _within(root: Path) -> dict[tuple[str, int], int]:
+    """(run, metrics.csv's member) -> the member's index within its combination: sweep.csv's member."""
+    out = {}
+    for run_dir in _run_dirs(root):
+        summary = json.loads((run_dir / "summary.json").read_text())
+        out.update({(_name(run_dir, root), e): k for e, (k, _) in combination_of(summary).items()})
+    return out
+
+
 def _all_varied(root: Path) -> list[str]:
     """Every key some run under root varies inside itself (ensemble.vary), in order of first appearance."""
     return list(dict.fromkeys(k for run_dir in _run_dirs(root) for k in varied_keys(run_dir)))
@@ -171,13 +219,13 @@ def metric_names(path: str | Path) -> list[str]:
 
 
 def _curves(root: Path, data: pd.DataFrame) -> pd.DataFrame:
-    """One row per curve (run and member) in data: the run's overrides, then the member's varied values (data's
-    column: the member's own, or its run's override), as in sweep.csv."""
+    """One row per curve (run and member) in data: the run's overrides and the member's varied values (data's
+    column: the member's own, or its run's override), in sweep.csv's order."""
     varied = [k for k in _all_varied(root) if k in data]
     runs = _runs(root)
     runs = runs.drop(columns=[k for k in varied if k in runs])
     curves = data[CURVE + varied].drop_duplicates(CURVE).merge(runs, on="run", how="left")
-    return curves[CURVE + [k for k in runs if k != "run"] + varied]
+    return curves[CURVE + [k for k in _key_order(root) if k in curves]]
 
 
 def _check(path: Path, metrics: list[str]) -> None:
@@ -360,20 +408,22 @@ def _fit_row(t: np.ndarray, y: np.ndarray, window: float, reach: float | None) -
 
 def fit(path: str | Path, metric: str, window: float = 1.0, reach: float | None = None, write: bool = True,
         data: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per run and member under `path`: the power-law slope of METRIC against t (log METRIC on log t) and its
-    exponential rate (log METRIC on t, METRIC ≈ C·e^{rate·t}), each with R², over the points with t in the last
-    `window` decades of t (and METRIC > 0); with `reach`, the first t METRIC reaches that level (column
-    t_reach_<level>). With write=True also saved as path/fit_METRIC.csv. data: load_metrics(path) if loaded."""
+    """Per run and member under `path` (member and run_member as in sweep.csv): the power-law slope of METRIC
+    against t (log METRIC on log t) and its exponential rate (log METRIC on t, METRIC ≈ C·e^{rate·t}), each with
+    R², over the points with t in the last `window` decades of t (and METRIC > 0); with `reach`, the first t METRIC
+    reaches that level (column t_reach_<level>). With write=True also saved as path/fit_METRIC.csv. data:
+    load_metrics(path) if loaded."""
     root = Path(path)
     _check(root, [metric])
     data = load_metrics(root) if data is None else data
-    curves = _curves(root, data).set_index(CURVE)
+    curves, within = _curves(root, data).set_index(CURVE), _within(root)
     rows = []
     for (run, member), group in data.groupby(["run", "member"], sort=False):
         group = group.sort_values("t", kind="stable")
         t, y = group["t"].to_numpy(dtype=float), group[metric].to_numpy(dtype=float)
-        rows.append({"run": run, **curves.loc[(run, member)].to_dict(), "member": int(member),
-                     **_fit_row(t, y, window, reach)})
+        rows.append({"run": run, **curves.loc[(run, member)].to_dict(),
+                     "member": within.get((run, int(member)), int(member)),  # a failed run's summary names none
+                     "run_member": int(member), **_fit_row(t, y, window, reach)})
     table = _frame(rows)
     if write:
         table.to_csv(root / f"fit_{metric.replace('/', '_')}.csv", index=False)
@@ -394,7 +444,7 @@ def show(table: pd.DataFrame) -> str:
 def _console(table: pd.DataFrame, root: Path) -> pd.DataFrame:
     """The columns of sweep.csv the console shows: run, overrides, member, status, final loss, time to target
     (and why a run failed, if one did)."""
-    keys = [k for k in dict.fromkeys([*_runs(root).columns, *_all_varied(root)]) if k != "run"]
+    keys = _key_order(root)
     extra = ["reason"] if "reason" in table and table["reason"].notna().any() else []
     return table[[c for c in ["run", *keys, *CONSOLE_FIELDS, *extra] if c in table]]
 

@@ -28,13 +28,12 @@ from dynamics_bench.clocks import AdaptiveClock, FixedClock, GridSpec, make_cloc
 from dynamics_bench.integrators import Step, StepSize, Tableau, advance, dense_point, rk_step
 from dynamics_bench.metrics.base import Snapshot
 from dynamics_bench.models.base import Params, per_member
-from dynamics_bench.objective import Objective
+from dynamics_bench.objective import LossAndGrad, Objective
 from dynamics_bench.trainers import Schedule
 
 # on_log(snapshot, members, grid, ending): log the rows of the members marked; grid: a row of the metrics grid (not
 # only a stop's); ending: the members whose last row this is (a stop, or t_max)
 OnLog = Callable[[Snapshot, list[bool], bool, list[bool]], None]
-LossAndGrad = Callable[[Params, Tensor, Tensor], tuple[Tensor, Params]]
 LOCATE_ITERATIONS = 60  # regula falsi (Illinois) on the dense output; converges superlinearly, this is a cap
 WINDOW = 64  # fixed steps between reads of the losses by the host: one transfer per window, not per step
 
@@ -100,14 +99,14 @@ class _Rules:
     when at or below the member's target (a target per member under ensemble.vary; none: never)."""
 
     def __init__(self, schedule: Schedule, like: Tensor):
-        self.threshold = schedule.divergence_threshold
         targets = schedule.target_loss if isinstance(schedule.target_loss, tuple) else \
             (schedule.target_loss,) * like.shape[0]
         self.targets = list(targets)
         self.any_target = any(t is not None for t in targets)
-        # float64, as the config's numbers: a float32 loss is compared exactly with the target the user wrote
+        # float64, as the config's numbers: a float32 loss is compared exactly with the levels the user wrote
         self.target = torch.tensor([-math.inf if t is None else t for t in targets], dtype=torch.float64,
                                    device=like.device)
+        self.threshold = torch.tensor(schedule.divergence_threshold, dtype=torch.float64, device=like.device)
 
     def judge(self, loss: Tensor, target: bool = True) -> tuple[Tensor, Tensor]:
         """(whether each loss diverged, whether a rule fires: divergence, or with `target` convergence)."""
@@ -237,52 +236,92 @@ def _fixed_steps(count: int, method: Tableau, loss_and_grad: LossAndGrad, params
             previous = _Previous(step, before, loss, clock.times_at(clock.k + j))
         advance(params, step, moving)
         x, y = batches()
-        loss, grad = step.end if method.fsal and moving is None else loss_and_grad(params, x, y)
+        loss, grad = loss_and_grad(params, x, y)  # fixed-step methods are not FSAL
         stage = (x, y, loss, grad)
         losses.append(loss)
     return stage, losses, previous
 
 
+def _frozen_steps(count: int, method: Tableau, loss_and_grad: LossAndGrad, params: Params, stage: Stage,
+                  clock: FixedClock, h: StepSize, running: Tensor, batches: Batches, rules: _Rules,
+                  target: bool) -> tuple[Stage, Tensor, Tensor]:
+    """`count` steps from clock.k with each member frozen from the step where a stopping rule fires on it, judged
+    on the device (no go-back). Returns the last stage, the steps each member took (E,) and whether its rule
+    fired (E,) and on a divergence."""
+    moving, taken = running.clone(), torch.zeros_like(running, dtype=torch.long)
+    fired, diverged = torch.zeros_like(running), torch.zeros_like(running)
+    for j in range(count):
+        x, y, loss, grad = stage
+        step_h = h if clock.k + j < clock.total - 1 or not isinstance(h, float) else clock.last_h
+        advance(params, rk_step(method, lambda p: loss_and_grad(p, x, y), params, step_h, (loss, grad)), moving)
+        taken += moving
+        x, y = batches()
+        loss, grad = loss_and_grad(params, x, y)
+        stage = (x, y, loss, grad)
+        bad, fires = rules.judge(loss, target)
+        now = moving & fires
+        fired, diverged, moving = fired | now, diverged | (now & bad), moving & ~now
+    return stage, taken, torch.stack([fired, diverged])
+
+
 def _fixed_loop(objective: Objective, loss_and_grad: LossAndGrad, params: Params, stage: Stage, batches: Batches,
                 schedule: Schedule, clock: FixedClock, rules: _Rules, log: _Logger,
                 progress: Callable[[float], None]) -> TrainResult:
-    """Fixed steps, in windows the host reads once (see the module docstring)."""
+    """Fixed steps, in windows the host reads once (see the module docstring). Each go-back halves the longest
+    window and each window without a stop doubles it again; an ensemble that went back once freezes its stopping
+    members on the device from then on (no more go-backs), so members stopping at scattered steps, as seeds do,
+    cost a few device operations a step, not steps taken twice. (Not when time_to_target is located between
+    steps: that needs each stop's step again.)"""
     members, size, method = log.members, len(log.members), schedule.method
     like = stage[2]
     h = clock.h if isinstance(clock.h, float) else torch.tensor(clock.h, dtype=like.dtype, device=like.device)
     member_evals = [1] * size  # every ∇L the loop computes, this first one at θ_0 included
     locate = schedule.locate_target and rules.any_target and batches.full
     check_target = batches.full  # minibatch trainers judge the target on the logged full-data loss
-    stopped = _stop(members, rules.first_events([like], [True] * size, check_target), 0, clock.steps(),
-                    clock.times())
+    limit, previous, frozen, pending = WINDOW, None, False, []
     while True:
-        running = [m.status == "running" for m in members]
         x, y, loss, grad = stage
-        finished = log(clock.k, clock.steps(), clock.times(), params, loss, grad, stopped, clock.due(),
-                       clock.finished() or not any(running))
-        progress(max(clock.times()))
         running = [m.status == "running" for m in members]
+        steps, times = clock.steps(), clock.times()
+        stopped = pending + _stop(members, rules.first_events([loss], running, check_target), 0, steps, times)
+        if locate and previous is not None:
+            _locate(objective, method, previous, rules, loss, (x, y), members, stopped, times)
+        running = [m.status == "running" for m in members]
+        for s in sorted({steps[i] for i in stopped if steps[i] < clock.k}):  # in step order, as read step by step
+            log(s, steps, times, params, loss, grad, [i for i in stopped if steps[i] == s], False, False)
+        finished = log(clock.k, steps, times, params, loss, grad, [i for i in stopped if steps[i] == clock.k],
+                       clock.due(), clock.finished() or not any(running))
+        progress(max(times))
+        running = [m.status == "running" for m in members]  # the full-data loss of a minibatch run may stop some
         if finished or not any(running):
             break
-        moving = None if all(running) else torch.tensor(running, device=like.device)
-        n = clock.window(WINDOW)
-        saved = ({k: v.clone() for k, v in params.items()}, stage, batches.state())
-        stage, losses, previous = _fixed_steps(n, method, loss_and_grad, params, stage, clock, h, moving, batches,
-                                               locate)
-        events = rules.first_events(losses, running, check_target)
-        hit = min((at for at, _ in events if at >= 0), default=-1)
-        if 0 <= hit < n - 1:  # back to the window's start, then the same steps again up to the first stop
-            for k, v in saved[0].items():
-                params[k].copy_(v)
-            batches.restore(saved[2])
-            stage, _, previous = _fixed_steps(hit + 1, method, loss_and_grad, params, saved[1], clock, h, moving,
-                                              batches, locate)
-        taken = n if hit < 0 else hit + 1
-        clock.advance(taken, running)
-        member_evals = [e + taken * method.grad_evals_per_step * r for e, r in zip(member_evals, running)]
-        stopped = _stop(members, events, hit, clock.steps(), clock.times()) if hit >= 0 else []
-        if locate and previous is not None:
-            _locate(objective, method, previous, rules, stage[2], stage[:2], members, stopped, clock.times())
+        mask = torch.tensor(running, device=like.device)
+        n = clock.window(WINDOW if frozen else limit)
+        if frozen:
+            stage, taken, fired = _frozen_steps(n, method, loss_and_grad, params, stage, clock, h, mask, batches,
+                                                rules, check_target)
+            counts, (fires, bad) = taken.tolist(), fired.tolist()
+            clock.advance(max(counts), counts)  # steps after the last member stopped moved nobody: not counted
+            events = [(0, "diverged" if d else "converged") if f else (-1, "") for f, d in zip(fires, bad)]
+            pending = _stop(members, events, 0, clock.steps(), clock.times())
+        else:
+            moving = None if all(running) else mask
+            saved = ({k: v.clone() for k, v in params.items()}, stage, batches.state())
+            stage, losses, previous = _fixed_steps(n, method, loss_and_grad, params, stage, clock, h, moving, batches,
+                                                   locate)
+            hit = min((at for at, _ in rules.first_events(losses, running, check_target) if at >= 0), default=-1)
+            if 0 <= hit < n - 1:  # back to the window's start, then the same steps again up to the first stop
+                for k, v in saved[0].items():
+                    params[k].copy_(v)
+                batches.restore(saved[2])
+                stage, _, previous = _fixed_steps(hit + 1, method, loss_and_grad, params, saved[1], clock, h, moving,
+                                                  batches, locate)
+                limit, frozen = max(limit // 2, 1), size > 1 and not locate
+            elif hit < 0:
+                limit = min(2 * limit, WINDOW)
+            counts = [(n if hit < 0 else hit + 1) * r for r in running]
+            clock.advance(n if hit < 0 else hit + 1, counts)  # the stop is judged on the state reached, at the top
+        member_evals = [e + c * method.grad_evals_per_step for e, c in zip(member_evals, counts)]
     return TrainResult(params, clock.k, clock.steps(), clock.times(), 1 + clock.k * method.grad_evals_per_step,
                        member_evals, clock.rejected, 0.0, members)
 
@@ -329,12 +368,13 @@ def _adaptive_loop(objective: Objective, loss_and_grad: LossAndGrad, params: Par
     member stops or a row is due. Steps after a due row move nobody (every running member waits at the row's
     time) and are not counted; a stop inside the window is found by going back to the window's start and taking
     the same steps again. A window reaches as far as the steps the last row took (rows are log-spaced in t, and
-    so are steps that grow with t), then half as far again while nothing happens (at most WINDOW)."""
+    so are steps that grow with t), then half as far again while nothing happens; each go-back halves the
+    longest window and each window without an event doubles it again (at most WINDOW)."""
     members, size, method = log.members, len(log.members), schedule.method
     locate = schedule.locate_target and rules.any_target
     iterations, member_evals = 0, [1] * size  # every ∇L the loop computes, this first one at θ_0 included
     previous: _Previous | None = None
-    interval, since_row = 1, 0  # steps the last row took; steps taken since it
+    interval, since_row, limit = 1, 0, WINDOW  # steps the last row took; steps taken since it; the longest window
     while True:
         x, y, loss, grad = stage
         steps, times = clock.steps(), clock.times()
@@ -358,7 +398,7 @@ def _adaptive_loop(objective: Objective, loss_and_grad: LossAndGrad, params: Par
             break
         if due:
             interval, since_row = max(since_row, 1), 0
-        window = min(max(interval - since_row, (since_row + 1) // 2, 1), WINDOW)
+        window = min(max(interval - since_row, (since_row + 1) // 2, 1), limit)
         mask = torch.tensor(running, device=loss.device)
         saved = ({k: v.clone() for k, v in params.items()}, stage, clock.state())
         stage, flags, moved, previous = _adaptive_steps(window, method, loss_and_grad, params, stage, clock, mask,
@@ -371,6 +411,9 @@ def _adaptive_loop(objective: Objective, loss_and_grad: LossAndGrad, params: Par
             clock.load(saved[2])
             stage, _, _, previous = _adaptive_steps(taken, method, loss_and_grad, params, saved[1], clock, mask,
                                                     rules, schedule, locate)
+            limit = max(limit // 2, 1)
+        elif True not in marks:
+            limit = min(2 * limit, WINDOW)
         iterations, since_row = iterations + taken, since_row + taken
         counts = moved[:taken].sum(0).tolist()
         member_evals = [e + method.grad_evals_per_step * c for e, c in zip(member_evals, counts)]

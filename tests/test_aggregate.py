@@ -145,7 +145,8 @@ def test_tables_keep_integers_and_one_kind_of_missing(tmp_path, capsys):
     (tmp_path / "2" / "summary.json").write_text(json.dumps({"status": "failed", "reason": "ValueError: boom"}))
     main([str(tmp_path)])
     table = aggregate(tmp_path, write=False)
-    for column in ("model.width", "member", "member_seed", "steps", "stop_step", "member_steps", "grad_evals"):
+    for column in ("model.width", "member", "run_member", "member_seed", "steps", "stop_step", "member_steps",
+                   "grad_evals"):
         assert str(table[column].dtype) == "Int64", column
     assert list(table["model.width"]) == [8, 8, 16, 32] and table["stop_step"].isna().all()
     assert table["time_to_target"].dtype == float and table["time_to_target"].isna().all()

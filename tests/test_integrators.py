@@ -447,7 +447,7 @@ def _drive_clock(nan_member: int | None, size: int,
     while clock.t[0] < 3.0 and len(hs) < 1000:
         if clock.due(running):
             clock.logged()
-        h, moving = clock.step_size(running, params["x"])
+        h, moving = clock.step_size(running)
         step = rk_step(method, grad_fn, params, h, (loss, grad), schedule.rtol, schedule.atol)
         ok = clock.commit(step, moving)
         advance(params, step, ok)

@@ -128,13 +128,15 @@ def test_build_keeps_the_settings_and_sets_nothing():
     assert build(make_cfg()).runtime == Runtime(threads=None, matmul_precision="highest")
 
 
-def test_run_applies_threads_and_precision(tmp_path):
+def test_run_applies_threads_and_precision(tmp_path, monkeypatch):
+    precisions = []  # what the run set (it puts the caller's setting back when it ends)
+    set_precision = torch.set_float32_matmul_precision
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", lambda p: precisions.append(p) or set_precision(p))
     summary = run_overrides(tmp_path, "trainer.steps=2", "threads=3", "matmul_precision=high", name="number")
-    assert summary["threads"] == 3 and torch.get_num_threads() == 3
-    assert torch.get_float32_matmul_precision() == "high"
+    assert summary["threads"] == 3 and precisions[0] == "high"
     assert summary["config"]["matmul_precision"] == "high"
     assert run_overrides(tmp_path, "trainer.steps=2", name="small")["threads"] == 1, "the default run is small"
-    assert torch.get_float32_matmul_precision() == "highest"
+    assert precisions[-2] == "highest"
     cores = min(runtime.TORCH_DEFAULT_THREADS, runtime.available_cores())
     assert run_overrides(tmp_path, *WIDE, name="wide")["threads"] == cores, "auto above SMALL_WORK"
 
@@ -174,3 +176,13 @@ def test_startup_imports_nothing_heavy():
     built, ran = out.strip().splitlines()[-2:]
     assert built == "[]", f"imported at start-up: {built}"
     assert ran == "[]", f"imported by the default run: {ran}"
+
+
+def test_a_run_leaves_the_callers_torch_settings_as_it_found_them(tmp_path):
+    """threads and matmul_precision hold for the run only: a script that runs experiments keeps its own."""
+    threads, precision = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    other = 1 if threads != 1 else 2
+    summary = run_overrides(tmp_path, f"threads={other}", "matmul_precision=medium", "trainer.steps=2",
+                            "logger.tensorboard=false")
+    assert summary["threads"] == other
+    assert torch.get_num_threads() == threads and torch.get_float32_matmul_precision() == precision

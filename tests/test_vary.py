@@ -25,6 +25,7 @@ from tests.conftest import make_cfg, run_overrides
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 QUICK = ("trainer.steps=12", "metrics.points=5", "logger.tensorboard=false")
+OUTCOME = ["status", "steps", "t", "final_loss", "time_to_target", "rejected_steps", "invariant_drift_max"]
 FLOOR_METRICS = "metrics.names=[loss,grad_norm,weight_change,lojasiewicz]"
 
 
@@ -39,17 +40,22 @@ def jobs(values: dict[str, list]) -> list[dict]:
     return [dict(zip(values, point)) for point in itertools.product(*values.values())]
 
 
+def run_recorded(root: Path, name: str, *overrides: str) -> Path:
+    """A run as Hydra leaves it: its outputs and .hydra/overrides.yaml listing the overrides as typed."""
+    run_overrides(root, *overrides, name=name)
+    (root / name / ".hydra").mkdir()
+    (root / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+    return root / name
+
+
 def sweep_pair(root: Path, values: dict[str, list], *common: str, seeds: int = 2) -> tuple[Path, list[Path]]:
-    """One varied run (root/varied) and its multirun jobs (root/multirun/<i>, with Hydra's overrides.yaml)."""
-    run_overrides(root, *common, f"ensemble.size={seeds}", vary(values), name="varied")
-    dirs = []
-    for i, job in enumerate(jobs(values)):
-        overrides = [f"{k}={'null' if v is None else v}" for k, v in job.items()]
-        run_overrides(root / "multirun", *common, f"ensemble.size={seeds}", *overrides, name=str(i))
-        (root / "multirun" / str(i) / ".hydra").mkdir()
-        (root / "multirun" / str(i) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-        dirs.append(root / "multirun" / str(i))
-    return root / "varied", dirs
+    """One varied run (root/varied) and its multirun jobs (root/multirun/<i>), typed alike: the common overrides,
+    then ensemble.vary or the job's values, then ensemble.size."""
+    varied = run_recorded(root, "varied", *common, vary(values), f"ensemble.size={seeds}")
+    dirs = [run_recorded(root / "multirun", str(i), *common,
+                         *(f"{k}={'null' if v is None else v}" for k, v in job.items()), f"ensemble.size={seeds}")
+            for i, job in enumerate(jobs(values))]
+    return varied, dirs
 
 
 def as_varied(job_dirs: list[Path], seeds: int) -> pd.DataFrame:
@@ -69,6 +75,20 @@ def assert_same_curves(varied: Path, job_dirs: list[Path], seeds: int, rtol: flo
     for column in want.columns:
         assert np.allclose(got[column], want[column], rtol=rtol, atol=atol, equal_nan=True), column
     return got
+
+
+PER_PROCESS = ["run", "run_member", "wall_seconds", "steps_per_second", "iterations", "grad_evals"]
+
+
+def assert_same_table(varied: Path, job_dirs: list[Path]) -> pd.DataFrame:
+    """The varied run's sweep.csv is its multirun's, column by column (in the same order) and row by row, but for
+    the run's name, the member's index in the batch and what the process measured."""
+    inside, outside = aggregate(varied), aggregate(job_dirs[0].parent)
+    assert list(inside.columns) == list(outside.columns)
+    assert inside["run_member"].tolist() == list(range(len(inside))), "metrics.csv's member: c·E + k"
+    pd.testing.assert_frame_equal(inside.drop(columns=PER_PROCESS), outside.drop(columns=PER_PROCESS),
+                                  check_exact=False, rtol=1e-12, atol=1e-15)
+    return outside
 
 
 def assert_same_params(varied: Path, job_dirs: list[Path], rtol: float, atol: float) -> None:
@@ -139,17 +159,24 @@ def test_varied_init_and_floor_equal_the_multirun_jobs(init_sweep):
             assert {key: mine[key] for key in values} == jobs(values)[c]
 
 
-def test_aggregate_reads_the_varied_run_as_its_multirun(init_sweep):
+def test_aggregate_reads_the_varied_run_as_its_multirun(init_sweep, lr_sweep):
+    """sweep.csv: the varied values where the multirun's override columns are, each row's run fields (status, steps,
+    t, final loss, time to target) its combination's and its member the index within it; fit_METRIC.csv too."""
+    lr_varied, lr_jobs, _ = lr_sweep
+    outside = assert_same_table(lr_varied, lr_jobs)
+    assert outside["t"].tolist() == pytest.approx([0.24] * 4 + [0.6] * 4), "t = trainer.steps · the job's lr"
+    assert outside["run_final_loss"].nunique() == 3, "a job's mean; lr 0.02 never reaches 0.45: one twice"
+    assert outside["member"].tolist() == [0, 1] * 4
+    assert outside["run_time_to_target"].isna().all() and outside["time_to_target"].notna().sum() == 1
+
     varied, job_dirs, values = init_sweep
-    inside, outside = aggregate(varied), aggregate(job_dirs[0].parent)
-    keys = list(values)
-    assert list(inside.columns[1:3]) == keys, "the varied values sit where a multirun's overrides do"
-    assert inside[keys].to_dict("list") == outside[keys].to_dict("list")
-    assert np.allclose(inside["final_pl_ratio"], outside["final_pl_ratio"], rtol=1e-12)
-    assert inside["member_seed"].tolist() == outside["member_seed"].tolist()
+    outside, keys = assert_same_table(varied, job_dirs), list(values)
+    assert list(outside.columns[1:5]) == ["trainer.steps", "metrics.points", "logger.tensorboard", "metrics.names"]
+    assert list(outside.columns[5:8]) == [*keys, "ensemble.size"]
     assert "model.init_scale" not in metric_names(varied) and "pl_ratio" in metric_names(varied)
     fits = fit(varied, "loss", write=False)
-    assert fits[keys].to_dict("list") == outside[keys].to_dict("list")
+    assert fits[keys + ["member"]].to_dict("list") == outside[keys + ["member"]].to_dict("list")
+    assert fits["run_member"].tolist() == list(range(8))
     legend = figure(varied, "loss").axes[0].get_legend()
     labels = [t.get_text() for t in legend.get_texts()]
     assert labels[:4] == ["0.5, 0.0", "0.5, 0.01", "1.5, 0.0", "1.5, 0.01"], labels
@@ -157,11 +184,19 @@ def test_aggregate_reads_the_varied_run_as_its_multirun(init_sweep):
     assert labels == [t.get_text() for t in figure(job_dirs[0].parent, "loss").axes[0].get_legend().get_texts()]
 
 
-def test_varied_lr_and_target_equal_the_multirun_jobs(tmp_path):
-    """Every member takes its own lr for trainer.steps steps (t = step·lr) and stops at its own target; the
-    hessian's sharpness_lr uses the member's lr."""
+@pytest.fixture(scope="module")
+def lr_sweep(tmp_path_factory) -> tuple[Path, list[Path], dict]:
+    """trainer.lr and trainer.target_loss varied (2 × 2 combinations × 2 seeds) under GD."""
     values = {"trainer.lr": [0.02, 0.05], "trainer.target_loss": [None, 0.45]}
-    varied, job_dirs = sweep_pair(tmp_path, values, *QUICK, "metrics.names=[loss,grad_norm,hessian]")
+    varied, job_dirs = sweep_pair(tmp_path_factory.mktemp("lr"), values, *QUICK,
+                                  "metrics.names=[loss,grad_norm,hessian]")
+    return varied, job_dirs, values
+
+
+def test_varied_lr_and_target_equal_the_multirun_jobs(lr_sweep):
+    """Every member takes its own lr for trainer.steps steps (t = step·lr) and stops at its own target; the
+    hessian's sharpness_lr uses the member's lr. summary.json's combinations state what each job's summary does."""
+    varied, job_dirs, values = lr_sweep
     got = assert_same_curves(varied, job_dirs, seeds=2, rtol=1e-12, atol=1e-15)
     assert_same_params(varied, job_dirs, rtol=1e-12, atol=1e-15)
     assert np.allclose(got["t"], got["step"] * got["trainer.lr"], rtol=1e-12)
@@ -172,6 +207,12 @@ def test_varied_lr_and_target_equal_the_multirun_jobs(tmp_path):
     assert [m["time_to_target"] for m in members] == pytest.approx([m["time_to_target"] for m in alone], rel=1e-12)
     assert [m["status"] for m in members] == ["max_steps"] * 6 + ["converged", "max_steps"], "only lr 0.05 gets there"
     assert [m["steps"] for m in members[:6]] == [12] * 6, "every lr takes trainer.steps steps"
+    combinations = json.loads((varied / "summary.json").read_text())["combinations"]
+    for c, (job, combination) in enumerate(zip(job_dirs, combinations)):
+        alone = json.loads((job / "summary.json").read_text())
+        assert combination == {**jobs(values)[c], "members": [2 * c, 2 * c + 1],
+                               **{k: pytest.approx(alone[k], rel=1e-12) for k in OUTCOME}}
+        assert alone["combinations"] == [{"members": [0, 1], **{k: alone[k] for k in OUTCOME}}]
 
 
 def test_adaptive_varied_init_equals_the_multirun_jobs_to_tolerance(tmp_path):
