@@ -283,8 +283,9 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]],
-             invariant_drift_max: float | None, metric_seconds: dict[str, float]) -> dict[str, Any]:
-    """rows: each member's last written metrics row (its stop row, or the end's). The outcome (status, steps, t,
+             drift_max: list[float | None], metric_seconds: dict[str, float]) -> dict[str, Any]:
+    """rows: each member's last written metrics row (its stop row, or the end's); drift_max: each member's largest
+    imbalance_drift_rel logged (None without the metric). The outcome (status, steps, t,
     final loss, time to target, rejected steps) is stated for the whole batch and, in `combinations`, for each
     combination's members alone, as its multirun job would state it; the cost (seconds, iterations, gradient
     evaluations, memory) is the process's."""
@@ -300,7 +301,7 @@ def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]],
         })
     loop_seconds = result.wall_seconds - result.compile_seconds
     return {
-        **_outcome(members), "invariant_drift_max": invariant_drift_max,
+        **_outcome(members), "invariant_drift_max": _largest(drift_max),
         "wall_seconds": result.wall_seconds,
         "metric_seconds": metric_seconds,  # per metric, inside wall_seconds
         "compile_seconds": result.compile_seconds,  # inside wall_seconds, outside steps_per_second
@@ -309,7 +310,7 @@ def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]],
         "device": str(exp.device), "dtype": str(exp.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(), "peak_memory_bytes": peak_memory_bytes(exp.device),
         "versions": _versions(), "git_revision": git_revision(), "config": exp.config,
-        "combinations": _combinations(exp.sweep, members, invariant_drift_max), "members": members,
+        "combinations": _combinations(exp.sweep, members, drift_max), "members": members,
     }
 
 
@@ -325,14 +326,18 @@ def _outcome(members: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _combinations(sweep: Sweep, members: list[dict[str, Any]],
-                  invariant_drift_max: float | None) -> list[dict[str, Any]]:
+                  drift_max: list[float | None]) -> list[dict[str, Any]]:
     """Per combination (one without ensemble.vary): its varied values, its members (indices into `members`) and
-    the outcome its multirun job would state. The recorder keeps the largest drift of the whole batch, not of each
-    member, so a combination's invariant_drift_max is null unless it is the only one."""
-    alone = len(sweep.combinations) == 1
+    the outcome its multirun job would state."""
     return [{**values, "members": list(sweep.members(c)), **_outcome([members[e] for e in sweep.members(c)]),
-             "invariant_drift_max": invariant_drift_max if alone else None}
+             "invariant_drift_max": _largest([drift_max[e] for e in sweep.members(c)])}
             for c, values in enumerate(sweep.combinations)]
+
+
+def _largest(values: list[float | None]) -> float | None:
+    """The largest of the values given (None: not measured), or None if none is."""
+    measured = [v for v in values if v is not None]
+    return max(measured) if measured else None
 
 
 def _final(members: list[dict[str, Any]]) -> dict[str, float | None]:
@@ -448,7 +453,7 @@ def run_experiment(exp: Experiment, out_dir: str | Path, launcher: Launcher = La
                            grid=exp.metrics_config.grid(), on_log=recorder, snapshot=snapshot,
                            progress=_progress(bar, _horizon(exp.schedule)))
         torch.save({k: v.detach().cpu() for k, v in result.params.items()}, out_dir / "final_params.pt")
-        summary = _summary(exp, result, recorder.last_rows, recorder.invariant_drift_max, recorder.evaluator.seconds)
+        summary = _summary(exp, result, recorder.last_rows, recorder.drift_max, recorder.evaluator.seconds)
         _write_json(out_dir / "summary.json", summary)
         if recorder.tb is not None:
             _write_hparams(recorder, exp, summary)

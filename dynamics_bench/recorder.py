@@ -1,6 +1,6 @@
 """From snapshots to outputs: evaluates the metrics at each logged row and writes the rows to every sink.
 
-Keeps what the summary needs from the rows: each member's last written row and the largest invariant drift.
+Keeps what the summary needs from the rows: each member's last written row and its largest invariant drift.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class Recorder:
         self.params = ParamsSink(out_dir / "params") if save_params else None
         self.last_rows: list[dict[str, float] | None] = [None] * sweep.size  # each member's last written row
         self.written: dict[int, tuple[int, float]] = {}  # member -> (step, t) of its last metrics.csv row
-        self.invariant_drift_max: float | None = None  # the largest imbalance_drift_rel logged
+        self.drift_max: list[float | None] = [None] * sweep.size  # each member's largest imbalance_drift_rel logged
 
     def __call__(self, snapshot: Snapshot, members: list[bool], grid: bool = True,
                  ending: list[bool] | None = None) -> None:
@@ -48,9 +48,10 @@ class Recorder:
             self.tb.write(snapshot.iteration, snapshot.t, rows)
         if self.params is not None:
             self.params.save(snapshot.iteration, snapshot.steps, snapshot.t, snapshot.params)
-        drifts = [r["imbalance_drift_rel"] for r in rows if not math.isnan(r.get("imbalance_drift_rel", math.nan))]
-        if drifts:
-            self.invariant_drift_max = max(drifts + [self.invariant_drift_max or 0.0])
+        for e, row in enumerate(rows):
+            drift = row.get("imbalance_drift_rel", math.nan)
+            if not math.isnan(drift):
+                self.drift_max[e] = max(drift, self.drift_max[e] or 0.0)
 
     def close(self) -> None:
         self.csv.close()

@@ -189,7 +189,7 @@ def lr_sweep(tmp_path_factory) -> tuple[Path, list[Path], dict]:
     """trainer.lr and trainer.target_loss varied (2 × 2 combinations × 2 seeds) under GD."""
     values = {"trainer.lr": [0.02, 0.05], "trainer.target_loss": [None, 0.45]}
     varied, job_dirs = sweep_pair(tmp_path_factory.mktemp("lr"), values, *QUICK,
-                                  "metrics.names=[loss,grad_norm,hessian]")
+                                  "metrics.names=[loss,grad_norm,hessian,imbalance]")  # drift: per combination
     return varied, job_dirs, values
 
 
