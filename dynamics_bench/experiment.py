@@ -425,11 +425,19 @@ def _step_work(exp: Experiment) -> int:
 
 def run_experiment(exp: Experiment, out_dir: str | Path, launcher: Launcher = Launcher()) -> dict[str, Any]:
     """Train a built experiment, writing every output to out_dir; returns the summary. `launcher`: how Hydra's
-    launcher shares the machine among jobs (threads=auto stays within this job's share)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    launcher shares the machine among jobs (threads=auto stays within this job's share). torch's threads and
+    matmul precision are the run's while it runs, and the caller's again after."""
     restore = torch_settings()
-    apply_runtime(exp.runtime, work=_step_work(exp), launcher=launcher, device=exp.device)
+    try:
+        apply_runtime(exp.runtime, work=_step_work(exp), launcher=launcher, device=exp.device)
+        return _train_and_write(exp, Path(out_dir))
+    finally:
+        restore()
+
+
+def _train_and_write(exp: Experiment, out_dir: Path) -> dict[str, Any]:
+    """run_experiment's work, under the run's torch settings."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     recorder = Recorder(out_dir, exp.metrics, heavy_every=exp.metrics_config.heavy_every, sweep=exp.sweep,
                         logger=exp.logger, save_params=exp.metrics_config.save_params)
@@ -451,7 +459,8 @@ def run_experiment(exp: Experiment, out_dir: str | Path, launcher: Launcher = La
                   bar_format="{l_bar}{bar}| t={n:.4g}/{total:.4g} [{elapsed}<{remaining}]") as bar:
             result = train(objective=exp.objective, params=params0, batches=batches, schedule=exp.schedule,
                            grid=exp.metrics_config.grid(), on_log=recorder, snapshot=snapshot,
-                           progress=_progress(bar, _horizon(exp.schedule)))
+                           progress=_progress(bar, _horizon(exp.schedule)),
+                           freeze=not exp.metrics_config.save_params)  # params/ holds every member at each row
         torch.save({k: v.detach().cpu() for k, v in result.params.items()}, out_dir / "final_params.pt")
         summary = _summary(exp, result, recorder.last_rows, recorder.drift_max, recorder.evaluator.seconds)
         _write_json(out_dir / "summary.json", summary)
@@ -463,7 +472,6 @@ def run_experiment(exp: Experiment, out_dir: str | Path, launcher: Launcher = La
         raise
     finally:
         recorder.close()
-        restore()
 
 
 def run(cfg: DictConfig | dict, out_dir: str | Path) -> dict[str, Any]:

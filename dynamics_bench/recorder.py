@@ -44,12 +44,12 @@ class Recorder:
         self.csv.write(snapshot.steps, snapshot.t, rows, write)
         self.written.update({e: marks[e] for e in range(len(marks)) if write[e]})
         self.last_rows = [row if w or end else last for row, w, end, last in zip(rows, write, ending, self.last_rows)]
-        if self.tb is not None:
-            self.tb.write(snapshot.iteration, snapshot.t, rows)
+        if self.tb is not None:  # a row only some members stop at: theirs (the others may be past it)
+            self.tb.write(snapshot.iteration, snapshot.t, rows, None if grid else write)
         if self.params is not None:
             self.params.save(snapshot.iteration, snapshot.steps, snapshot.t, snapshot.params)
-        for e, row in enumerate(rows):
-            drift = row.get("imbalance_drift_rel", math.nan)
+        for e in (e for e, row in enumerate(rows) if write[e]):  # rows written: the states metrics.csv holds
+            drift = rows[e].get("imbalance_drift_rel", math.nan)
             if not math.isnan(drift):
                 self.drift_max[e] = max(drift, self.drift_max[e] or 0.0)
 

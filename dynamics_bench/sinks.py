@@ -113,13 +113,19 @@ class TensorBoardSink:
         out.append(Summary.Value(tag="t", simple_value=max(t)))
         return out
 
-    def write(self, iteration: int, t: list[float], rows: Rows) -> None:
+    def write(self, iteration: int, t: list[float], rows: Rows, only: list[bool] | None = None) -> None:
+        """The rows at `iteration`; `only`: the members to write (None: all), the others' runs get nothing."""
         # The values add_scalar writes (simple_value), but one event per writer and step holding all of them:
         # each event is a record written and flushed, most of the cost of logging a step.
-        self.root.add_summary(self._summary(value=self._scalars(t, rows)), iteration)
+        chosen = range(len(rows)) if only is None else [e for e, keep in enumerate(only) if keep]
+        if chosen:
+            self.root.add_summary(self._summary(value=self._scalars([t[e] for e in chosen],
+                                                                    [rows[e] for e in chosen])), iteration)
         for writer, members in zip(self.runs.values(), self.groups):
-            scalars = self._scalars([t[e] for e in members], [rows[e] for e in members])
-            writer.add_summary(self._summary(value=scalars), iteration)
+            members = [e for e in members if e in chosen]
+            if members:
+                scalars = self._scalars([t[e] for e in members], [rows[e] for e in members])
+                writer.add_summary(self._summary(value=scalars), iteration)
 
     def write_hparams(self, hparams: dict[str, Any], final: dict[str, float], run: str | None = None) -> None:
         """Hyperparameters with final metrics, in the root's run or `run`'s."""

@@ -10,8 +10,9 @@ loss; minibatch and online trainers check divergence on the step's batch loss an
 Steps never wait for the host: the loop takes a window of steps with the losses (and the adaptive clock's
 bookkeeping) left on the device, then reads which members stopped, or whether a row is due, in one transfer.
 A member that stopped inside the window is found at its exact step by going back to the window's start and
-taking the same steps again (same arithmetic, same data draws), so statuses, rows and frozen parameters are
-those of a loop that checked every step.
+taking the same steps again (same arithmetic, same data draws); an ensemble of fixed steps that had to go back
+once freezes stopping members on the device from then on instead. Either way statuses, rows and frozen
+parameters are those of a loop that checked every step.
 """
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ class _Rules:
         # float64, as the config's numbers: a float32 loss is compared exactly with the levels the user wrote
         self.target = torch.tensor([-math.inf if t is None else t for t in targets], dtype=torch.float64,
                                    device=like.device)
-        self.threshold = torch.tensor(schedule.divergence_threshold, dtype=torch.float64, device=like.device)
+        self.threshold = torch.full_like(self.target, schedule.divergence_threshold)  # (E,): a 0-dim one would not
+        # raise a float32 loss to float64
 
     def judge(self, loss: Tensor, target: bool = True) -> tuple[Tensor, Tensor]:
         """(whether each loss diverged, whether a rule fires: divergence, or with `target` convergence)."""
@@ -174,9 +176,12 @@ def _grad_fn(objective: Objective, schedule: Schedule, params: Params, x: Tensor
 
 
 def train(*, objective: Objective, params: Params, batches: Batches, schedule: Schedule, grid: GridSpec,
-          on_log: OnLog, snapshot: Callable[..., Snapshot], progress: Callable[[float], None]) -> TrainResult:
+          on_log: OnLog, snapshot: Callable[..., Snapshot], progress: Callable[[float], None],
+          freeze: bool = True) -> TrainResult:
     """Integrate from `params` (E members, left untouched) to the schedule's end, calling on_log at the grid
-    times, where a member stops, and at the end. `progress` gets the flow time reached."""
+    times, where a member stops, and at the end. `progress` gets the flow time reached. `freeze`: whether an
+    ensemble may freeze stopping members on the device (then a stop's on_log sees the other members at a later
+    step than the stop's; off where every row must hold every member at its own step)."""
     start = time.perf_counter()
     params = {k: v.detach().clone() for k, v in params.items()}  # updated in place
     size = next(iter(params.values())).shape[0]
@@ -187,8 +192,13 @@ def train(*, objective: Objective, params: Params, batches: Batches, schedule: S
     rules = _Rules(schedule, loss)
     clock = make_clock(schedule, grid, size, loss)
     log = _Logger(on_log, snapshot, schedule, rules, members, batches.full)
-    loop = _fixed_loop if isinstance(clock, FixedClock) else _adaptive_loop
-    result = loop(objective, loss_and_grad, params, (x, y, loss, grad), batches, schedule, clock, rules, log, progress)
+    stage = (x, y, loss, grad)
+    if isinstance(clock, FixedClock):
+        result = _fixed_loop(objective, loss_and_grad, params, stage, batches, schedule, clock, rules, log, progress,
+                             freeze)
+    else:
+        result = _adaptive_loop(objective, loss_and_grad, params, stage, batches, schedule, clock, rules, log,
+                                progress)
     if loss.device.type == "cuda":  # the wall time includes the device's work, not only its launch
         torch.cuda.synchronize(loss.device)
     result.wall_seconds, result.compile_seconds = time.perf_counter() - start, compile_seconds
@@ -266,7 +276,7 @@ def _frozen_steps(count: int, method: Tableau, loss_and_grad: LossAndGrad, param
 
 def _fixed_loop(objective: Objective, loss_and_grad: LossAndGrad, params: Params, stage: Stage, batches: Batches,
                 schedule: Schedule, clock: FixedClock, rules: _Rules, log: _Logger,
-                progress: Callable[[float], None]) -> TrainResult:
+                progress: Callable[[float], None], freeze: bool) -> TrainResult:
     """Fixed steps, in windows the host reads once (see the module docstring). Each go-back halves the longest
     window and each window without a stop doubles it again; an ensemble that went back once freezes its stopping
     members on the device from then on (no more go-backs), so members stopping at scattered steps, as seeds do,
@@ -316,7 +326,7 @@ def _fixed_loop(objective: Objective, loss_and_grad: LossAndGrad, params: Params
                 batches.restore(saved[2])
                 stage, _, previous = _fixed_steps(hit + 1, method, loss_and_grad, params, saved[1], clock, h, moving,
                                                   batches, locate)
-                limit, frozen = max(limit // 2, 1), size > 1 and not locate
+                limit, frozen = max(limit // 2, 1), freeze and size > 1 and not locate
             elif hit < 0:
                 limit = min(2 * limit, WINDOW)
             counts = [(n if hit < 0 else hit + 1) * r for r in running]
