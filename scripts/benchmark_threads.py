@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""One thread or torch's default: where a second thread starts to pay, the basis of `threads=auto`; and start-up.
+"""One thread or torch's default: where a second thread starts to pay, the basis of `threads=auto`.
 
 (A) Steps per second of two-layer ReLU teacher-student GD (float64, as the default run) at problem sizes from the
     default run's to a wide one, each run through `dynamics_bench.run` with `threads=1` and with `threads=<torch's
@@ -11,26 +11,22 @@
     says where the ratio crosses 1 on this machine, and whether SMALL_WORK sits there.
 (A') The same with one core kept busy by another process (a Python loop spinning), as on a shared machine:
     --busy-repeats pairs per size, runs of about half --seconds.
-(B) Start-up: the wall time of the command `dynamics-bench trainer.steps=1` against `python -c "import torch"`,
-    each a fresh process, interleaved, median of --startup-repeats (the issue's goal: <= 1.5x).
+Start-up is group 6 of scripts/benchmark.py (results/benchmarks.md).
 
 Machines are noisy: only ratios taken side by side mean anything. The exit code is 0 whatever the figures.
 Results: <out>.json and <out>.md.
 
-    python scripts/benchmark_threads.py [--repeats R] [--busy-repeats B] [--seconds S] [--startup-repeats K]
-                                        [--out results/threads]
+    python scripts/benchmark_threads.py [--repeats R] [--busy-repeats B] [--seconds S] [--out results/threads]
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from dynamics_bench import compose, run
@@ -38,7 +34,6 @@ from dynamics_bench.runtime import SMALL_WORK, TORCH_DEFAULT_THREADS, step_work
 from machine import load_average, machine
 
 ROOT = Path(__file__).resolve().parent.parent
-STARTUP_GOAL = 1.5
 LIGHT = ["metrics.names=[loss]", "metrics.points=2", "logger.tensorboard=false", "logger.progress=false"]
 SIZES = [  # (d, m, n, E): the default run, then growing width, samples and members
     (5, 8, 200, 1),
@@ -118,24 +113,6 @@ def one_core_busy():
         spinner.wait()
 
 
-def startup(repeats: int) -> dict:
-    """(B): wall seconds of fresh processes, interleaved: import torch, and the CLI's default run for one step."""
-    cli = shutil.which("dynamics-bench") or sys.exit("dynamics-bench is not on PATH (pip install -e .)")
-    with tempfile.TemporaryDirectory(prefix="dynbench_startup_") as out:
-        commands = {"import torch": [sys.executable, "-c", "import torch"],
-                    "dynamics-bench trainer.steps=1": [cli, "trainer.steps=1", f"hydra.run.dir={out}/run"]}
-        times: dict[str, list[float]] = {k: [] for k in commands}
-        for _ in range(repeats):
-            for name, command in commands.items():
-                start = time.perf_counter()
-                subprocess.run(command, check=True, capture_output=True, cwd=out)
-                times[name].append(time.perf_counter() - start)
-    medians = {k: statistics.median(v) for k, v in times.items()}
-    ratio = medians["dynamics-bench trainer.steps=1"] / medians["import torch"]
-    return {"seconds": times, "median_seconds": medians, "ratio": ratio, "goal": STARTUP_GOAL,
-            "pass": ratio <= STARTUP_GOAL}
-
-
 def size_table(rows: list[dict]) -> list[str]:
     lines = ["| d | m | n | E | work | steps | steps/s, 1 thread | steps/s, default | ratio |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -150,7 +127,7 @@ def _work(value: int | None) -> str:
 
 
 def markdown(res: dict) -> str:
-    m, s = res["machine"], res["startup"]
+    m = res["machine"]
     below, above = res["crossover"]
     lines = [
         "# Threads: one or torch's default",
@@ -188,22 +165,8 @@ def markdown(res: dict) -> str:
             "",
         ]
     lines += [
-        "## (B) Start-up",
-        "",
-        f"Fresh processes, interleaved, median of {len(s['seconds']['import torch'])}:",
-        "",
-        "| command | median s | all (s) |",
-        "|---|---:|---|",
-    ]
-    for name, times in s["seconds"].items():
-        lines.append(f"| `{name}` | {s['median_seconds'][name]:.2f} | {', '.join(f'{t:.2f}' for t in times)} |")
-    lines += [
-        "",
-        f"`dynamics-bench trainer.steps=1` / `import torch`: **{s['ratio']:.2f}×** (goal <= {STARTUP_GOAL}×): "
-        f"**{'PASS' if s['pass'] else 'FAIL'}**.",
-        "",
         f"Reproduce: `python scripts/benchmark_threads.py --repeats {res['repeats']} --busy-repeats "
-        f"{res['busy_repeats']} --seconds {res['seconds']} --startup-repeats {res['startup_repeats']}`",
+        f"{res['busy_repeats']} --seconds {res['seconds']}`",
         "",
     ]
     return "\n".join(lines)
@@ -214,7 +177,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="interleaved pairs per size (default 5)")
     ap.add_argument("--busy-repeats", type=int, default=3, help="pairs per size with a core busy (0: skip; default 3)")
     ap.add_argument("--seconds", type=float, default=0.4, help="about how long one run lasts (default 0.4)")
-    ap.add_argument("--startup-repeats", type=int, default=5, help="process pairs for (B) (default 5)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "threads",
                     help="output stem: <out>.json and <out>.md")
     args = ap.parse_args(argv)
@@ -227,13 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         print("(A') the same with one core busy", flush=True)
         with one_core_busy():
             busy = measure_sizes(args.busy_repeats, args.seconds / 2)
-    boot = startup(args.startup_repeats)
-    print(f"start-up: {boot['ratio']:.2f}x import torch ({boot['median_seconds']})", flush=True)
     info["load_average_end"] = load_average()
     res = {"what": __doc__.split("\n\n")[0], "machine": info, "repeats": args.repeats, "seconds": args.seconds,
-           "busy_repeats": args.busy_repeats, "startup_repeats": args.startup_repeats,
+           "busy_repeats": args.busy_repeats,
            "default_threads": TORCH_DEFAULT_THREADS, "small_work": SMALL_WORK, "sizes": rows,
-           "crossover": crossover(rows), "busy": busy, "startup": boot}
+           "crossover": crossover(rows), "busy": busy}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(res))
