@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from dynamics_bench.config import require
-from dynamics_bench.integrators import Step
-from dynamics_bench.trainers import Schedule
+from dynamics_bench.integrators import Step, StepSize
+from dynamics_bench.trainers import Schedule, member_value
 
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0  # step-size controller (Hairer–Wanner II.4)
 MIN_STEP = 1e-14  # relative to max(t, 1): a rejected step below it stalls the member (NaN/inf vector field)
@@ -90,9 +90,12 @@ class FixedClock:
         self._rows = sorted(self.grid)
 
     def _time(self, e: int, k: int) -> float:
-        if k == self.total:
-            return self.t_max[e] if isinstance(self.t_max, tuple) else self.t_max
-        return k * (self.h[e] if isinstance(self.h, tuple) else self.h)
+        return member_value(self.t_max, e) if k == self.total else k * member_value(self.h, e)
+
+    def step_at(self, k: int, h: StepSize) -> StepSize:
+        """The step from step k, given this clock's h as the loop holds it (a float, or a per-member tensor): the
+        last one is shortened to land on t_max (a tuple of lrs lands there exactly)."""
+        return self.last_h if k == self.total - 1 and isinstance(h, float) else h
 
     def times_at(self, k: int) -> list[float]:
         """Each member's t after k steps."""

@@ -395,8 +395,8 @@ def _write_hparams(recorder: Recorder, exp: Experiment, summary: dict[str, Any])
         recorder.tb.write_hparams(_hparams(exp.config), _tb_final(summary))
         return
     for c, run_name in enumerate(recorder.tb_runs):  # the first combinations, in order
-        members = [summary["members"][e] for e in exp.sweep.members(c)]
-        recorder.tb.write_hparams(_hparams(exp.sweep.config(exp.config, c)), _tb_final(_final(members)), run_name)
+        recorder.tb.write_hparams(_hparams(exp.sweep.config(exp.config, c)), _tb_final(summary["combinations"][c]),
+                                  run_name)
 
 
 def _hparams(config: dict[str, Any]) -> dict[str, Any]:

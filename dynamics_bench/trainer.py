@@ -30,7 +30,7 @@ from dynamics_bench.integrators import Step, StepSize, Tableau, advance, dense_p
 from dynamics_bench.metrics.base import Snapshot
 from dynamics_bench.models.base import Params, per_member
 from dynamics_bench.objective import LossAndGrad, Objective
-from dynamics_bench.trainers import Schedule
+from dynamics_bench.trainers import Schedule, member_value
 
 # on_log(snapshot, members, grid, ending): log the rows of the members marked; grid: a row of the metrics grid (not
 # only a stop's); ending: the members whose last row this is (a stop, or t_max)
@@ -100,12 +100,10 @@ class _Rules:
     when at or below the member's target (a target per member under ensemble.vary; none: never)."""
 
     def __init__(self, schedule: Schedule, like: Tensor):
-        targets = schedule.target_loss if isinstance(schedule.target_loss, tuple) else \
-            (schedule.target_loss,) * like.shape[0]
-        self.targets = list(targets)
-        self.any_target = any(t is not None for t in targets)
+        self.targets = [member_value(schedule.target_loss, e) for e in range(like.shape[0])]
+        self.any_target = any(t is not None for t in self.targets)
         # float64, as the config's numbers: a float32 loss is compared exactly with the levels the user wrote
-        self.target = torch.tensor([-math.inf if t is None else t for t in targets], dtype=torch.float64,
+        self.target = torch.tensor([-math.inf if t is None else t for t in self.targets], dtype=torch.float64,
                                    device=like.device)
         self.threshold = torch.full_like(self.target, schedule.divergence_threshold)  # (E,): a 0-dim one would not
         # raise a float32 loss to float64
@@ -153,16 +151,12 @@ class _Logger:
                     stopped.append(i)
             finished = finished or all(m.status != "running" for m in self.members)
         rows = [True] * size if due or finished else [i in stopped for i in range(size)]
-        t_max = self.schedule.t_max
-        ending = [rows[i] and not self.last_logged[i] and (finished or i in stopped or times[i] >= _member(t_max, i))
-                  for i in range(size)]  # with adaptive steps a member may reach t_max before the others
+        at_end = [times[i] >= member_value(self.schedule.t_max, i) for i in range(size)]  # adaptive steps: a member
+        # may reach t_max before the others
+        ending = [rows[i] and not self.last_logged[i] and (finished or i in stopped or at_end[i]) for i in range(size)]
         self.on_log(snap, rows, due, ending)
         self.last_logged = [a or b for a, b in zip(self.last_logged, ending)]
         return finished
-
-
-def _member(value: float | tuple, i: int) -> float:
-    return value[i] if isinstance(value, tuple) else value
 
 
 def _grad_fn(objective: Objective, schedule: Schedule, params: Params, x: Tensor,
@@ -239,9 +233,8 @@ def _fixed_steps(count: int, method: Tableau, loss_and_grad: LossAndGrad, params
     losses, previous = [], None
     for j in range(count):
         x, y, loss, grad = stage
-        step_h = h if clock.k + j < clock.total - 1 or not isinstance(h, float) else clock.last_h
         before = {k: v.clone() for k, v in params.items()} if locate and j == count - 1 else None
-        step = rk_step(method, lambda p: loss_and_grad(p, x, y), params, step_h, (loss, grad))
+        step = rk_step(method, lambda p: loss_and_grad(p, x, y), params, clock.step_at(clock.k + j, h), (loss, grad))
         if before is not None:
             previous = _Previous(step, before, loss, clock.times_at(clock.k + j))
         advance(params, step, moving)
@@ -262,8 +255,8 @@ def _frozen_steps(count: int, method: Tableau, loss_and_grad: LossAndGrad, param
     fired, diverged = torch.zeros_like(running), torch.zeros_like(running)
     for j in range(count):
         x, y, loss, grad = stage
-        step_h = h if clock.k + j < clock.total - 1 or not isinstance(h, float) else clock.last_h
-        advance(params, rk_step(method, lambda p: loss_and_grad(p, x, y), params, step_h, (loss, grad)), moving)
+        step = rk_step(method, lambda p: loss_and_grad(p, x, y), params, clock.step_at(clock.k + j, h), (loss, grad))
+        advance(params, step, moving)
         taken += moving
         x, y = batches()
         loss, grad = loss_and_grad(params, x, y)

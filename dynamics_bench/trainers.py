@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from dynamics_bench.config import AllowInf, choice, positive, require
 from dynamics_bench.integrators import INTEGRATORS, Tableau
@@ -38,6 +39,11 @@ class Schedule:
     @property
     def adaptive(self) -> bool:
         return self.method.adaptive
+
+
+def member_value(value: Any, e: int) -> Any:
+    """Member e's value of a Schedule field (h, t_max, target_loss) that ensemble.vary may make a per-member tuple."""
+    return value[e] if isinstance(value, tuple) else value
 
 
 @dataclass
