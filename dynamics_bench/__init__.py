@@ -2,9 +2,10 @@
 
 Python API::
 
-    from dynamics_bench import compose, run, aggregate
+    from dynamics_bench import compose, run, resume, aggregate
     cfg = compose("model=deep_linear", "task=matrix_cost", "trainer=gradient_flow")
     summary = run(cfg, "outputs/my_run")        # writes metrics.csv, summary.json, tb/, ...
+    summary = resume("outputs/my_run")          # an interrupted run, from its checkpoint
     table = aggregate("multirun/2026-11-23/12-00-00-000000")
 """
 from __future__ import annotations
@@ -31,6 +32,13 @@ def run(cfg, out_dir):
     return _run(cfg, out_dir)
 
 
+def resume(run_dir):
+    """Go on with an interrupted run from its checkpoint; see dynamics_bench.plans.resume."""
+    from dynamics_bench.plans import resume as _resume
+
+    return _resume(run_dir)
+
+
 def aggregate(path):
     """One row per run and member of a sweep (or one run) directory; see dynamics_bench.sweep.aggregate."""
     from dynamics_bench.sweep import aggregate as _aggregate
@@ -38,5 +46,5 @@ def aggregate(path):
     return _aggregate(path)
 
 
-__all__ = ["CONF_DIR", "ConfigError", "aggregate", "compose", "run"]
+__all__ = ["CONF_DIR", "ConfigError", "aggregate", "compose", "resume", "run"]
 __version__ = "0.1.0"

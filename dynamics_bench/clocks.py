@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,6 +124,13 @@ class FixedClock:
         self.k += steps
         self.member_steps = [k + n for k, n in zip(self.member_steps, taken)]
 
+    def state_dict(self) -> dict[str, Any]:
+        """Where the clock is (a checkpoint's part): the rest follows from the schedule."""
+        return {"k": self.k, "member_steps": list(self.member_steps)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.k, self.member_steps = state["k"], list(state["member_steps"])
+
 
 class AdaptiveClock:
     """Per-member steps under error control, stepping exactly onto the grid times (or, with `every`, syncing
@@ -159,6 +167,14 @@ class AdaptiveClock:
     def load(self, state: list[Tensor]) -> None:
         for name, value in zip(self.STATE, state):
             getattr(self, name).copy_(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the clock is (a checkpoint's part): the bookkeeping and the next row."""
+        return {**dict(zip(self.STATE, self.state())), "next": self.next}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.load([state[name].to(self.t.device) for name in self.STATE])
+        self.next = state["next"]
 
     def times(self) -> list[float]:
         return self.t.tolist()

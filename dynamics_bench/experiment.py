@@ -5,13 +5,12 @@ final_params.pt, tb/, params/) go to out_dir, which is passed in, never taken fr
 """
 from __future__ import annotations
 
-import json
 import math
 import platform
+import signal
 import subprocess
 import sys
 import time
-import traceback
 import warnings
 from dataclasses import dataclass, fields, replace
 from importlib import metadata
@@ -23,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from dynamics_bench.batches import check_batch_size, make_batches
+from dynamics_bench.checkpoints import CheckpointConfig, Checkpointer, RunInterrupted, Signals, loop_state
 from dynamics_bench.config import choice, parse_section, require
 from dynamics_bench.losses import build_loss
 from dynamics_bench.clocks import check_grid
@@ -31,10 +31,11 @@ from dynamics_bench.metrics.base import Metric
 from dynamics_bench.models import build_model
 from dynamics_bench.models.base import Model, Params, TaskView
 from dynamics_bench.objective import Objective, ObjectiveConfig, build_objective
+from dynamics_bench.outputs import LoggerConfig, RunFiles
 from dynamics_bench.recorder import Recorder
+from dynamics_bench.memory import check_memory
 from dynamics_bench.runtime import (Launcher, Runtime, apply_runtime, parse_runtime, peak_memory_bytes, step_work,
                                     torch_settings)
-from dynamics_bench.sinks import LoggerConfig
 from dynamics_bench.tasks import build_task
 from dynamics_bench.tasks.base import Task
 from dynamics_bench.trainer import TrainResult, train
@@ -42,7 +43,7 @@ from dynamics_bench.trainers import TRAINERS, Schedule
 from dynamics_bench.vary import Sweep, parse_vary
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
-SECTIONS = ("model", "task", "loss", "trainer", "metrics", "logger", "ensemble")
+SECTIONS = ("model", "task", "loss", "trainer", "metrics", "logger", "ensemble", "checkpoint")
 DATA_SEED_OFFSET = 2**31  # a member's minibatches/online samples come from its seed + this: apart from its init
 
 
@@ -65,6 +66,7 @@ class Experiment:
     sweep: Sweep  # ensemble.vary's combinations × ensemble.size seeds (without it: one combination)
     init_models: list[Model]  # the model drawing each combination's starts (objective.model where they agree)
     runtime: Runtime = Runtime()  # threads and matmul_precision, applied when the run starts
+    checkpoint: CheckpointConfig = CheckpointConfig()
 
     @property
     def member_seeds(self) -> list[int]:
@@ -104,6 +106,9 @@ def build(cfg: DictConfig | dict) -> Experiment:
     ensemble.vary what the members share is built from the first combination's config (its multirun job's),
     what they don't from each combination's, and an error in a varied value names ensemble.vary.<key>."""
     plain = to_plain(cfg)
+    resume = plain.pop("resume", None)  # the command line's, never part of the recorded config
+    require(resume is None, "resume", resume, "is read by the command line (dynamics-bench resume=PATH); from "
+                                              "Python, call dynamics_bench.resume(PATH)")
     unknown = sorted(set(plain) - {"seed", "device", "dtype", "threads", "matmul_precision", *SECTIONS})
     require(not unknown, unknown[0] if unknown else "", plain.get(unknown[0]) if unknown else None,
             "unknown top-level key; allowed: seed, device, dtype, threads, matmul_precision, "
@@ -121,9 +126,10 @@ def build(cfg: DictConfig | dict) -> Experiment:
     require(isinstance(size, int) and not isinstance(size, bool) and size >= 1, "ensemble.size", size,
             "must be an integer >= 1")
     sweep = parse_vary(ensemble.get("vary"), size)
+    checkpoint = parse_section(CheckpointConfig, _section(plain, "checkpoint"), "checkpoint")
     with sweep.naming():
         experiment = _build(sweep.config(plain, 0), plain, sweep, seed=seed, dtype=dtype, device=device)
-    return replace(experiment, runtime=runtime)
+    return replace(experiment, runtime=runtime, checkpoint=checkpoint)
 
 
 def _build(plain: dict[str, Any], recorded: dict[str, Any], sweep: Sweep, *, seed: int, dtype: torch.dtype,
@@ -145,6 +151,8 @@ def _build(plain: dict[str, Any], recorded: dict[str, Any], sweep: Sweep, *, see
                         input_dim=task.input_dim, output_dim=loss.output_dim(task))
     objective = build_objective(model, loss, task, objective_cfg, model_name=model_section.get("name"),
                                 trainer=trainer_section.get("name"))
+    check_memory(plain, objective=objective, task=task, schedule=trainer_cfg.schedule(torch.finfo(dtype).eps),
+                 members=sweep.size, dtype=dtype, device=device)  # before an init (nnls, near_teacher) allocates
     x, y = task.data()
     model.prepare(task_view(task, objective))
     model.check_members(size)
@@ -247,7 +255,7 @@ def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     names = ["dynamics_bench", "torch", "hydra-core", "omegaconf", "tensorboard", "pandas", "numpy"]
     out = {"python": platform.python_version()}
     for name in names:
@@ -309,7 +317,7 @@ def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]],
         "iterations": result.iterations, "grad_evals": result.grad_evals, "ensemble_size": exp.ensemble_size,
         "device": str(exp.device), "dtype": str(exp.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(), "peak_memory_bytes": peak_memory_bytes(exp.device),
-        "versions": _versions(), "git_revision": git_revision(), "config": exp.config,
+        "versions": versions(), "git_revision": git_revision(), "config": exp.config,
         "combinations": _combinations(exp.sweep, members, drift_max), "members": members,
     }
 
@@ -348,27 +356,11 @@ def _final(members: list[dict[str, Any]]) -> dict[str, float | None]:
             "time_to_target": None if None in times else max(times)}  # when the last member got there
 
 
-def _json_safe(value: Any) -> Any:
-    """Non-finite floats (a config may say inf) as the strings "inf"/"-inf"/"nan": summary.json stays JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(_json_safe(data), indent=2, default=str, allow_nan=False) + "\n")
-
-
-def write_failed(out_dir: str | Path, exc: Exception, config: dict[str, Any], wall_seconds: float = 0.0) -> None:
+def write_failed(out_dir: str | Path, exc: Exception, config: dict[str, Any], wall_seconds: float = 0.0,
+                 overrides: list[str] | None = None) -> None:
     """summary.json of a run that raised: status failed, the reason, and what is needed to reproduce it."""
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    _write_json(Path(out_dir) / "summary.json", {
-        "status": "failed", "reason": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
-        "wall_seconds": wall_seconds, "config": config, "versions": _versions(), "git_revision": git_revision()})
+    RunFiles(out_dir).write_failed(exc, config, {"wall_seconds": wall_seconds, "overrides": overrides,
+                                                 "versions": versions(), "git_revision": git_revision()})
 
 
 def init_params(exp: Experiment) -> Params:
@@ -423,58 +415,115 @@ def _step_work(exp: Experiment) -> int:
                      exp.ensemble_size)
 
 
-def run_experiment(exp: Experiment, out_dir: str | Path, launcher: Launcher = Launcher()) -> dict[str, Any]:
+def run_experiment(exp: Experiment, out_dir: str | Path, launcher: Launcher = Launcher(),
+                   resume: dict[str, Any] | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train a built experiment, writing every output to out_dir; returns the summary. `launcher`: how Hydra's
-    launcher shares the machine among jobs (threads=auto stays within this job's share). torch's threads and
-    matmul precision are the run's while it runs, and the caller's again after."""
+    launcher shares the machine among jobs (threads=auto stays within this job's share). `resume`: out_dir's
+    checkpoint (:meth:`RunFiles.load_checkpoint`) to go on from, else a fresh start (an earlier attempt's outputs
+    in out_dir are removed). `overrides`: the command line's, recorded. torch's threads and matmul precision are
+    the run's while it runs, and the caller's again after. SIGTERM, SIGINT and the preemption signal during
+    training save a checkpoint and raise RunInterrupted (summary.json says how to resume)."""
     restore = torch_settings()
     try:
         apply_runtime(exp.runtime, work=_step_work(exp), launcher=launcher, device=exp.device)
-        return _train_and_write(exp, Path(out_dir))
+        return _train_and_write(exp, RunFiles(out_dir), resume, overrides)
     finally:
         restore()
 
 
-def _train_and_write(exp: Experiment, out_dir: Path) -> dict[str, Any]:
+def _train_and_write(exp: Experiment, files: RunFiles, resume: dict[str, Any] | None,
+                     overrides: list[str] | None) -> dict[str, Any]:
     """run_experiment's work, under the run's torch settings."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    recorder = Recorder(out_dir, exp.metrics, heavy_every=exp.metrics_config.heavy_every, sweep=exp.sweep,
-                        logger=exp.logger, save_params=exp.metrics_config.save_params)
+    files.create()
+    if resume is None:
+        files.clear()
+    else:
+        files.cut_back(resume["recorder"]["csv"]["bytes"])
+    started, before = time.time(), resume["wall_seconds"] if resume is not None else 0.0  # earlier attempts' time
+    recorder = Recorder(files.root, exp.metrics, heavy_every=exp.metrics_config.heavy_every, sweep=exp.sweep,
+                        logger=exp.logger, save_params=exp.metrics_config.save_params,
+                        resume=None if resume is None else (resume["recorder"], resume["iteration"]))
+    signals = Signals()
     try:
-        torch.save(exp.task.state(), out_dir / "task.pt")  # what the task drew, before any work
-        params0 = init_params(exp)
-        exp.objective.anchor(params0)
-        data_generators = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in exp.member_seeds]
-        batches = make_batches(exp.task, exp.schedule.batch_size, exp.ensemble_size, data_generators)
-        x, y = exp.task.data()
-        x, y = x.expand(exp.ensemble_size, *x.shape), y.expand(exp.ensemble_size, *y.shape)
+        if resume is None:
+            files.write_task(exp.task.state())  # what the task drew, before any work
+        params0 = init_params(exp) if resume is None else resume["params0"]
+        written = {"config": exp.config, "overrides": overrides, "versions": versions(),
+                   "git_revision": git_revision()}
 
-        def snapshot(**kw: Any) -> Snapshot:
-            return Snapshot(params0=params0, objective=exp.objective, task=exp.task, x=x, y=y, settings=exp.settings,
-                            **kw)
-
-        show = exp.logger.progress and sys.stderr.isatty()
-        with tqdm(total=_horizon(exp.schedule), disable=not show, leave=False, unit="t",
-                  bar_format="{l_bar}{bar}| t={n:.4g}/{total:.4g} [{elapsed}<{remaining}]") as bar:
-            result = train(objective=exp.objective, params=params0, batches=batches, schedule=exp.schedule,
-                           grid=exp.metrics_config.grid(), on_log=recorder, snapshot=snapshot,
-                           progress=_progress(bar, _horizon(exp.schedule)),
-                           freeze=not exp.metrics_config.save_params)  # params/ holds every member at each row
-        torch.save({k: v.detach().cpu() for k, v in result.params.items()}, out_dir / "final_params.pt")
-        summary = _summary(exp, result, recorder.last_rows, recorder.drift_max, recorder.evaluator.seconds)
-        _write_json(out_dir / "summary.json", summary)
-        if recorder.tb is not None:
-            _write_hparams(recorder, exp, summary)
-        return summary
+        def extra() -> dict[str, Any]:  # a checkpoint's part besides the loop's
+            return {**written, "params0": params0, "recorder": recorder.state_dict(),
+                    "wall_seconds": before + time.time() - started}
+        with signals:  # a signal after training (the final writes) acts as it would without dynamics_bench
+            checkpointer = Checkpointer(exp.checkpoint, files, signals, extra,
+                                        0 if resume is None else resume["iteration"])
+            result = _train(exp, params0, recorder, checkpointer, resume)
+        result.wall_seconds += before
+        return _finish(exp, files, result, recorder, overrides)
+    except RunInterrupted as stop:
+        files.write_summary(_interrupted(exp, files, stop, overrides, before + time.time() - started))
+        signals.chain()  # after the checkpoint and the summary: submitit's handler requeues the job and exits
+        raise
     except Exception as exc:
-        write_failed(out_dir, exc, exp.config, time.time() - started)
+        write_failed(files.root, exc, exp.config, before + time.time() - started, overrides)
         raise
     finally:
         recorder.close()
+
+
+def _train(exp: Experiment, params0: Params, recorder: Recorder, checkpointer: Checkpointer,
+           resume: dict[str, Any] | None) -> TrainResult:
+    """The training loop of the experiment from θ_0 (or from the checkpoint `resume`), with a progress bar."""
+    exp.objective.anchor(params0)
+    data_generators = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in exp.member_seeds]
+    batches = make_batches(exp.task, exp.schedule.batch_size, exp.ensemble_size, data_generators)
+    x, y = exp.task.data()
+    x, y = x.expand(exp.ensemble_size, *x.shape), y.expand(exp.ensemble_size, *y.shape)
+
+    def snapshot(**kw: Any) -> Snapshot:
+        return Snapshot(params0=params0, objective=exp.objective, task=exp.task, x=x, y=y, settings=exp.settings, **kw)
+
+    show = exp.logger.progress and sys.stderr.isatty()
+    with tqdm(total=_horizon(exp.schedule), disable=not show, leave=False, unit="t",
+              bar_format="{l_bar}{bar}| t={n:.4g}/{total:.4g} [{elapsed}<{remaining}]") as bar:
+        return train(objective=exp.objective, params=params0, batches=batches, schedule=exp.schedule,
+                     grid=exp.metrics_config.grid(), on_log=recorder, snapshot=snapshot,
+                     progress=_progress(bar, _horizon(exp.schedule)),
+                     freeze=not exp.metrics_config.save_params,  # params/ holds every member at each row
+                     pause=checkpointer, resume=None if resume is None else loop_state(resume["loop"]))
+
+
+def _finish(exp: Experiment, files: RunFiles, result: TrainResult, recorder: Recorder,
+            overrides: list[str] | None) -> dict[str, Any]:
+    """The finished run's files: final_params.pt, summary.json, TensorBoard's hparams; the checkpoint deleted
+    (unless checkpoint.keep). Returns the summary."""
+    files.write_final_params(result.params)
+    summary = {**_summary(exp, result, recorder.last_rows, recorder.drift_max, recorder.evaluator.seconds),
+               "overrides": overrides}
+    files.write_summary(summary)
+    if recorder.tb is not None:
+        _write_hparams(recorder, exp, summary)
+    if not exp.checkpoint.keep:
+        files.delete_checkpoint()
+    return summary
+
+
+def _interrupted(exp: Experiment, files: RunFiles, stop: RunInterrupted, overrides: list[str] | None,
+                 wall_seconds: float) -> dict[str, Any]:
+    """summary.json of a run stopped by a signal: where its checkpoint is and how to resume it."""
+    saved = files.checkpoint.is_file()
+    return {"status": "interrupted", "signal": signal.Signals(stop.signum).name,
+            "checkpoint": files.checkpoint.name if saved else None,
+            "resume": resume_command(files.root) if saved else None, "wall_seconds": wall_seconds,
+            "overrides": overrides, "versions": versions(), "git_revision": git_revision(), "config": exp.config}
+
+
+def resume_command(run_dir: Path) -> str:
+    return f"dynamics-bench resume={run_dir.resolve()}"
 
 
 def run(cfg: DictConfig | dict, out_dir: str | Path) -> dict[str, Any]:
     """Validate `cfg` (a composed config: see :func:`dynamics_bench.compose`), train, write every output to
     out_dir, and return the summary (also in out_dir/summary.json). Raises ConfigError before any work."""
     return run_experiment(build(cfg), out_dir)
+

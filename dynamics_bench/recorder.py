@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from dynamics_bench.metrics import Evaluator, Metric, Snapshot
-from dynamics_bench.sinks import CSVSink, LoggerConfig, ParamsSink, TensorBoardSink, member_runs
+from dynamics_bench.outputs import CSVSink, LoggerConfig, ParamsSink, TensorBoardSink, member_runs
 from dynamics_bench.vary import Sweep
 
 
@@ -18,15 +19,35 @@ class Recorder:
     """The trainer's on_log: metrics of a snapshot -> metrics.csv, TensorBoard and params/."""
 
     def __init__(self, out_dir: Path, metrics: dict[str, Metric], *, heavy_every: int, sweep: Sweep,
-                 logger: LoggerConfig, save_params: bool):
+                 logger: LoggerConfig, save_params: bool, resume: tuple[dict[str, Any], int] | None = None):
+        """`resume`: (a checkpoint's recorder state, its iteration): go on writing after the rows it had written
+        (metrics.csv is cut back there already)."""
+        state = resume[0] if resume is not None else None
         self.evaluator = Evaluator(metrics, heavy_every)
-        self.csv = CSVSink(out_dir / "metrics.csv", sweep.member_values())  # the varied values after the metrics
+        self.csv = CSVSink(out_dir / "metrics.csv", sweep.member_values(),  # the varied values after the metrics
+                           state["csv"]["columns"] if state is not None else None)
         self.tb_runs = tensorboard_runs(sweep, logger.tb_runs(bool(sweep.keys)))
-        self.tb = TensorBoardSink(out_dir / "tb", self.tb_runs) if logger.tensorboard else None
+        self.tb = TensorBoardSink(out_dir / "tb", self.tb_runs, None if resume is None else resume[1] + 1) \
+            if logger.tensorboard else None
         self.params = ParamsSink(out_dir / "params") if save_params else None
         self.last_rows: list[dict[str, float] | None] = [None] * sweep.size  # each member's last written row
         self.written: dict[int, tuple[int, float]] = {}  # member -> (step, t) of its last metrics.csv row
         self.drift_max: list[float | None] = [None] * sweep.size  # each member's largest imbalance_drift_rel logged
+        if state is not None:
+            self._load_state_dict(state)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the rows so far leave behind: the metrics' memory and seconds, each member's last row and largest
+        drift, and where metrics.csv is."""
+        return {"evaluator": self.evaluator.state_dict(), "seconds": dict(self.evaluator.seconds),
+                "last_rows": list(self.last_rows), "written": dict(self.written), "drift_max": list(self.drift_max),
+                "csv": self.csv.state_dict()}
+
+    def _load_state_dict(self, state: dict[str, Any]) -> None:
+        self.evaluator.load_state_dict(state["evaluator"])
+        self.evaluator.seconds.update(state["seconds"])
+        self.last_rows, self.written = list(state["last_rows"]), dict(state["written"])
+        self.drift_max = list(state["drift_max"])
 
     def __call__(self, snapshot: Snapshot, members: list[bool], grid: bool = True,
                  ending: list[bool] | None = None) -> None:

@@ -1,5 +1,5 @@
 """Process-wide settings of a run and what it cost: `threads` (torch's CPU threads), `matmul_precision` (float32
-matmuls in full precision or TF32) and the peak memory that summary.json reports.
+matmuls in full precision or TF32), and the peak memory that summary.json reports.
 
 threads=auto takes one thread for a small problem, where handing each small kernel to a second thread costs more
 than it saves (and on a busy machine a second thread waits for a core), and torch's default above; either way never

@@ -9,20 +9,33 @@ A run with ``ensemble.vary`` is a sweep inside one run: its members' varied valu
 own, named as a multirun's (``trainer.lr``) and placed where ensemble.vary was given; a row's run fields are its
 combination's (summary.json's ``combinations``) and its ``member`` is its index within the combination
 (``run_member``: its index in the batch, metrics.csv's member), so a varied run and the multirun it replaces read
-alike."""
+alike.
+
+Every job of a sweep is in the table, whatever became of it (its ``status``): ``failed`` (summary.json says so, with
+the reason), ``interrupted`` (a signal stopped it: summary.json says how to resume), ``killed`` (metrics.csv or
+Hydra's record but no summary.json: killed, or still running; its rows are metrics.csv's last per member) and
+``missing`` (the sweep's multirun.yaml asks for it, by Hydra's basic sweeper's product of its overrides, and no run
+directory has its overrides). The command line prints a report of them under the table."""
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
+import os
 import re
 import sys
+from collections import Counter
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import yaml
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from dynamics_bench.theory.fits import exponential, fit_window, power_law, time_to_reach
 
@@ -40,7 +53,15 @@ SCALES = {"loglog": ("log", "log"), "semilogy": ("linear", "log"), "linear": ("l
 POOLED = {"seed"}  # runs differing only in these overrides are members of one combination
 CURVE = ["run", "member"]  # what names a curve (a member of a run) in the tables below
 VARY = "ensemble.vary"  # an override whose values become each member's own columns
+UNMATCHED = {"resume"}  # overrides that do not tell jobs apart (a rerun with resume=auto is the same sweep)
+FINISHED, FAILED, INTERRUPTED, KILLED, MISSING = "finished", "failed", "interrupted", "killed", "missing"
+STATES = [FINISHED, FAILED, INTERRUPTED, KILLED, MISSING]  # a job's state, in the report's order
+UNFINISHED = {FAILED, INTERRUPTED}  # summary.json statuses that are no outcome (converged, max_steps, ...)
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # whose jobs multirun.yaml spells out
 MEMBER_WIDTH, MEDIAN_WIDTH, SINGLE_WIDTH = 0.7, 2.4, 1.6
+# Hydra's record files are read by libyaml's parser where PyYAML has it (10x faster on 1,000 runs); an override's
+# value by PyYAML's own, as before: libyaml refuses Hydra's unquoted flow mappings ({trainer.lr:[0.1,0.2]})
+FILE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _natural(path: Path) -> list[Any]:
@@ -48,44 +69,147 @@ def _natural(path: Path) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
+def _is_run(dirnames: list[str], filenames: list[str]) -> bool:
+    # what a job leaves, earliest last: Hydra's record before the run starts, metrics.csv as it goes, summary.json
+    return "summary.json" in filenames or "metrics.csv" in filenames or ".hydra" in dirnames
+
+
+def _walk(root: Path) -> tuple[list[Path], list[Path]]:
+    """The run directories under root (root itself if it is one; none inside another run's), and the sweep
+    directories (holding Hydra's multirun.yaml)."""
+    runs, sweeps = [], []
+    for folder, dirnames, filenames in os.walk(root):
+        if "multirun.yaml" in filenames:
+            sweeps.append(Path(folder))
+        if _is_run(dirnames, filenames):
+            runs.append(Path(folder))
+            dirnames.clear()  # tb/, params/ and a run's own records hold no other run
+    return sorted(runs, key=_natural), sorted(sweeps, key=_natural)
+
+
 def _run_dirs(path: Path) -> list[Path]:
-    return sorted((p.parent for p in path.rglob("summary.json")), key=_natural)
+    return _walk(path)[0]
 
 
 def _name(run_dir: Path, root: Path) -> str:
     return str(run_dir.relative_to(root)) or "."
 
 
-def _given(run_dir: Path) -> dict[str, Any]:
-    """Hydra's .hydra/overrides.yaml (key -> value, in command-line order), if present."""
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=FILE_LOADER)
+
+
+def _items(run_dir: Path) -> tuple[str, ...]:
+    """Hydra's .hydra/overrides.yaml as given on the command line (resume left out), if present."""
     file = run_dir / ".hydra" / "overrides.yaml"
-    if not file.exists():
-        return {}
+    return _matched(_yaml(file.read_text()) or []) if file.exists() else ()
+
+
+def _key(item: str) -> str:
+    return item.partition("=")[0].lstrip("+~")
+
+
+def _matched(items: list[str]) -> tuple[str, ...]:
+    return tuple(item for item in items if _key(item) not in UNMATCHED)
+
+
+def _parsed(items: tuple[str, ...]) -> dict[str, Any]:
+    """Overrides as key -> value (YAML-typed), in command-line order."""
     out = {}
-    for item in yaml.safe_load(file.read_text()) or []:
-        key, _, value = item.partition("=")
-        out[key.lstrip("+~")] = yaml.safe_load(value) if value else None
+    for item in items:
+        _, _, value = item.partition("=")
+        out[_key(item)] = _value(value) if value else None
     return out
 
 
-def overrides(run_dir: Path) -> dict[str, Any]:
-    """The run's command-line overrides (key -> value), from Hydra's .hydra/overrides.yaml if present; not
-    ensemble.vary, whose values are the members' own (see :func:`varied_keys`)."""
-    return {k: v for k, v in _given(run_dir).items() if k != VARY}
+@lru_cache(maxsize=4096)
+def _value(text: str) -> Any:
+    """An override's value as YAML reads it (a sweep's jobs repeat most values: each is parsed once)."""
+    return yaml.safe_load(text)
 
 
-def override_keys(run_dir: Path) -> list[str]:
-    """The run's override columns in command-line order, ensemble.vary's place taken by the keys it varies (at
-    the end for a run Hydra did not record): where the multirun it replaces has its override columns."""
-    varied = varied_keys(run_dir)
-    keys = [k for key in _given(run_dir) for k in (varied if key == VARY else [key])]
-    return list(dict.fromkeys(keys + varied))
+def _summary(run_dir: Path) -> dict[str, Any] | None:
+    """summary.json, or None where the run has none it could finish writing (killed, or still running)."""
+    try:
+        return json.loads((run_dir / "summary.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
-def varied_keys(run_dir: Path) -> list[str]:
-    """The keys the run's ensemble.vary varies (columns of its metrics.csv and members), from summary.json."""
-    config = json.loads((run_dir / "summary.json").read_text()).get("config") or {}
-    return list((config.get("ensemble") or {}).get("vary") or {})
+@dataclass
+class Run:
+    """A run directory as the tables read it, each file once: summary.json (None: the run wrote none), Hydra's
+    overrides as given (resume left out: it does not tell jobs apart), and the config (summary.json's, else
+    Hydra's .hydra/config.yaml: a run killed before its summary)."""
+
+    dir: Path
+    summary: dict[str, Any] | None
+    items: tuple[str, ...]
+    config: dict[str, Any]
+
+    @classmethod
+    def read(cls, run_dir: Path) -> Run:
+        summary = _summary(run_dir)
+        config, file = (summary or {}).get("config"), run_dir / ".hydra" / "config.yaml"
+        if config is None and file.exists():
+            config = _yaml(file.read_text())
+        return cls(run_dir, summary, _items(run_dir), config or {})
+
+    @cached_property
+    def given(self) -> dict[str, Any]:
+        """The overrides as key -> value, in command-line order."""
+        return _parsed(self.items)
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The command-line overrides but ensemble.vary, whose values are the members' own (see varied)."""
+        return {k: v for k, v in self.given.items() if k != VARY}
+
+    @property
+    def varied(self) -> list[str]:
+        """The keys the run's ensemble.vary varies (columns of its metrics.csv and members)."""
+        return list((self.config.get("ensemble") or {}).get("vary") or {})
+
+    @property
+    def keys(self) -> list[str]:
+        """The run's override columns in command-line order, ensemble.vary's place taken by the keys it varies
+        (at the end for a run Hydra did not record): where the multirun it replaces has its override columns."""
+        keys = [k for key in self.given for k in (self.varied if key == VARY else [key])]
+        return list(dict.fromkeys(keys + self.varied))
+
+    @property
+    def size(self) -> int:
+        size = (self.config.get("ensemble") or {}).get("size")
+        return size if isinstance(size, int) and size >= 1 else 1
+
+    @property
+    def state(self) -> str:
+        """finished (an outcome in summary.json), failed, interrupted, or killed (no summary.json)."""
+        if self.summary is None:
+            return KILLED
+        status = self.summary.get("status")
+        return status if status in UNFINISHED else FINISHED
+
+
+def _runs(root: Path) -> list[Run]:
+    return [Run.read(run_dir) for run_dir in _run_dirs(root)]
+
+
+def _read_metrics(run_dir: Path) -> pd.DataFrame | None:
+    """The run's metrics.csv (None if it has none, or not even its header: killed at once)."""
+    try:
+        return pd.read_csv(run_dir / "metrics.csv")
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return None
+
+
+def _header(run_dir: Path) -> list[str]:
+    """metrics.csv's column names (none if it has no header yet)."""
+    try:
+        with open(run_dir / "metrics.csv", newline="") as file:
+            return next(csv.reader(file), [])
+    except FileNotFoundError:
+        return []
 
 
 def _cell(value: Any) -> Any:
@@ -113,17 +237,110 @@ def _run_fields(summary: dict[str, Any], combination: dict[str, Any]) -> dict[st
             _number((combination if k in COMBINATION_FIELDS else summary).get(k)) for k in RUN_FIELDS}
 
 
-def _rows(run_dir: Path, root: Path) -> list[dict[str, Any]]:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    given = overrides(run_dir)
-    if summary.get("status") == "failed":
-        return [{"run": _name(run_dir, root), **given, **_run_fields(summary, summary), "status": "failed",
-                 "reason": summary.get("reason")}]
-    rows, keys, varied, member_of = [], override_keys(run_dir), set(varied_keys(run_dir)), combination_of(summary)
+@dataclass(frozen=True)
+class Job:
+    """A job of a sweep (or a run): its run (None where it has no directory: missing), what became of it, and
+    its overrides as on the command line."""
+
+    run: Run | None
+    state: str
+    given: tuple[str, ...]
+
+    def name(self, root: Path) -> str:
+        return "-" if self.run is None else _name(self.run.dir, root)
+
+
+def expected_jobs(sweep_dir: Path) -> list[tuple[str, ...]] | None:
+    """The jobs the sweep directory's multirun.yaml asks for (its last invocation's), each its overrides: Hydra's
+    basic sweeper's product of hydra.sweeper.params and the task overrides, parsed by Hydra's own parser. None
+    where another sweeper ran it or the overrides need the config to expand (glob)."""
+    hydra_cfg = (yaml.safe_load((sweep_dir / "multirun.yaml").read_text()) or {}).get("hydra") or {}
+    sweeper = hydra_cfg.get("sweeper") or {}
+    if sweeper.get("_target_") != BASIC_SWEEPER:
+        return None
+    arguments = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    arguments += (hydra_cfg.get("overrides") or {}).get("task") or []
+    try:
+        parsed = OverridesParser.create().parse_overrides(arguments)
+        return [_matched(job) for job in BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]]
+    except Exception:  # noqa: BLE001 - whatever Hydra cannot expand without the config: no expectation
+        return None
+
+
+def _signature(items: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The overrides as sorted (key, value) pairs, values compared as YAML reads them (False and false alike)."""
+    return tuple(sorted((k, json.dumps(v, sort_keys=True, default=str)) for k, v in _parsed(items).items()))
+
+
+def _absent(expected: list[tuple[str, ...]], present: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """The expected jobs no present job matches by its overrides (in any order; each present job matches once)."""
+    left = Counter(map(_signature, present))
+    out = []
+    for items in expected:
+        key = _signature(items)
+        if left[key]:
+            left[key] -= 1
+        else:
+            out.append(items)
+    return out
+
+
+def jobs(path: str | Path) -> list[Job]:
+    """Every run under `path` with its state, then every job a sweep directory's multirun.yaml asks for that no
+    run directory under it matches (missing)."""
+    root = Path(path)
+    run_dirs, sweeps = _walk(root)
+    found = [Job(run, run.state, run.items) for run in map(Run.read, run_dirs)]
+    missing = []
+    for sweep in sweeps:
+        present = [job.given for job in found if sweep in job.run.dir.parents]
+        missing += [Job(None, MISSING, items) for items in _absent(expected_jobs(sweep) or [], present)]
+    return found + missing
+
+
+def _failed_rows(job: Job, root: Path) -> list[dict[str, Any]]:
+    summary = job.run.summary
+    return [{"run": job.name(root), **job.run.overrides, **_run_fields(summary, summary), "status": FAILED,
+             "reason": summary.get("reason")}]
+
+
+def _last_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """metrics.csv's last row of each member, in member order."""
+    frame = _read_metrics(run_dir)
+    return [] if frame is None or frame.empty else frame.groupby("member").tail(1).sort_values("member").to_dict(
+        "records")
+
+
+def _partial_rows(job: Job, root: Path) -> list[dict[str, Any]]:
+    """A run stopped before its summary (killed, interrupted): a row per member, from metrics.csv's last row of
+    it (member_steps, member_t, final_loss, final_<metric>); one row with its overrides if it logged nothing."""
+    run = job.run
+    summary, given, varied = run.summary or {}, run.overrides, set(run.varied)
+    base = {"run": job.name(root), **{k: given.get(k) for k in run.keys}, **_run_fields(summary, summary),
+            "run_status": job.state}
+    size, rows = run.size, []
+    for last in _last_rows(run.dir):
+        metrics = {k: v for k, v in last.items() if k not in CURVE_COLUMNS | varied}
+        loss = metrics.pop("loss", None)
+        rows.append({**base, **{k: _cell(last[k]) for k in varied if k in last}, "member": last["member"] % size,
+                     "run_member": last["member"], "status": job.state, "final_loss": loss,
+                     "member_steps": last["step"], "member_t": last["t"],
+                     **{f"final_{k}": v for k, v in metrics.items()}})
+    return rows or [{**base, "status": job.state}]
+
+
+def _missing_rows(job: Job, root: Path) -> list[dict[str, Any]]:
+    given = {k: _cell(v) for k, v in _parsed(job.given).items() if k != VARY}
+    return [{"run": None, **given, "run_status": MISSING, "status": MISSING}]
+
+
+def _finished_rows(job: Job, root: Path) -> list[dict[str, Any]]:
+    summary, given = job.run.summary, job.run.overrides
+    rows, keys, varied, member_of = [], job.run.keys, set(job.run.varied), combination_of(summary)
     for m in summary["members"]:
         m = {k: _number(v) for k, v in m.items()}
         within, combination = member_of[m["member"]]
-        row = {"run": _name(run_dir, root), **{k: _cell(m[k]) if k in varied else given[k] for k in keys},
+        row = {"run": job.name(root), **{k: _cell(m[k]) if k in varied else given[k] for k in keys},
                **_run_fields(summary, combination), "member": within, "run_member": m["member"],
                "member_seed": m["seed"], "status": m["status"],
                "stop_step": m["stop_step"], "final_loss": m["final_loss"], "time_to_target": m["time_to_target"]}
@@ -131,6 +348,11 @@ def _rows(run_dir: Path, root: Path) -> list[dict[str, Any]]:
         row.update({f"final_{k}": _number(v) for k, v in m["final"].items() if k != "loss"})
         rows.append(row)
     return rows
+
+
+ROWS: dict[str, Callable[[Job, Path], list[dict[str, Any]]]] = {  # a job's sweep.csv rows, by its state
+    FINISHED: _finished_rows, FAILED: _failed_rows, INTERRUPTED: _partial_rows, KILLED: _partial_rows,
+    MISSING: _missing_rows}
 
 
 def _missing(value: Any) -> bool:
@@ -157,75 +379,77 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def aggregate(path: str | Path, write: bool = True) -> pd.DataFrame:
     """Read every run under `path` (a multirun directory or one run directory) into a DataFrame, one row
-    per run and member; with write=True also save it as path/sweep.csv (missing values empty)."""
+    per run and member (failed, killed and interrupted runs too), then a row per missing job (see :func:`jobs`);
+    with write=True also save it as path/sweep.csv (missing values empty)."""
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory")
-    table = _frame([row for run_dir in _run_dirs(root) for row in _rows(run_dir, root)])
+    return _table(root, jobs(root), write)
+
+
+def _table(root: Path, found: list[Job], write: bool) -> pd.DataFrame:
+    table = _frame([row for job in found for row in ROWS[job.state](job, root)])
     if write:
         table.to_csv(root / "sweep.csv", index=False)
     return table
 
 
-def _runs(root: Path) -> pd.DataFrame:
-    """One row per run under root: its name (column run) and its overrides (lists and dicts as text)."""
-    return _frame([{"run": _name(d, root), **{k: _cell(v) for k, v in overrides(d).items()}}
-                   for d in _run_dirs(root)])
+def _run_table(root: Path, runs: list[Run]) -> pd.DataFrame:
+    """One row per run: its name (column run) and its overrides (lists and dicts as text)."""
+    return _frame([{"run": _name(run.dir, root), **{k: _cell(v) for k, v in run.overrides.items()}} for run in runs])
 
 
 def load_metrics(path: str | Path) -> pd.DataFrame:
-    """Every run's metrics.csv under `path`, concatenated, with the run and its overrides as columns (a member's
-    varied values are its metrics.csv's own)."""
+    """Every run's metrics.csv under `path` (a killed or interrupted run's rows too), concatenated, with the run
+    and its overrides as columns (a member's varied values are its metrics.csv's own)."""
     root = Path(path)
     frames = []
-    for run_dir in _run_dirs(root):
-        if (run_dir / "metrics.csv").exists():
-            frame = pd.read_csv(run_dir / "metrics.csv")
-            for key, value in {"run": _name(run_dir, root), **overrides(run_dir)}.items():
+    for run in _runs(root):
+        if (frame := _read_metrics(run.dir)) is not None:
+            for key, value in {"run": _name(run.dir, root), **run.overrides}.items():
                 if key not in frame:  # a varied value is the member's, not the run's
                     frame[key] = _cell(value)
             frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _key_order(root: Path) -> list[str]:
-    """Every override column of the runs under root, ensemble.vary's keys included, in order (override_keys)."""
-    return list(dict.fromkeys(k for run_dir in _run_dirs(root) for k in override_keys(run_dir)))
+def _key_order(runs: list[Run]) -> list[str]:
+    """Every override column of the runs, ensemble.vary's keys included, in order (Run.keys)."""
+    return list(dict.fromkeys(k for run in runs for k in run.keys))
 
 
-def _within(root: Path) -> dict[tuple[str, int], int]:
-    """(run, metrics.csv's member) -> the member's index within its combination: sweep.csv's member."""
-    out = {}
-    for run_dir in _run_dirs(root):
-        summary = json.loads((run_dir / "summary.json").read_text())
-        out.update({(_name(run_dir, root), e): k for e, (k, _) in combination_of(summary).items()})
-    return out
+def _within(root: Path, runs: list[Run]) -> dict[str, Callable[[int], int]]:
+    """run -> (metrics.csv's member -> the member's index within its combination: sweep.csv's member); a run
+    without a summary naming its members: the member's index modulo the ensemble size."""
+    def within(run: Run) -> Callable[[int], int]:
+        index = {e: k for e, (k, _) in combination_of(run.summary or {}).items()}
+        return lambda e: index.get(e, e % run.size)
+    return {_name(run.dir, root): within(run) for run in runs}
 
 
-def _all_varied(root: Path) -> list[str]:
-    """Every key some run under root varies inside itself (ensemble.vary), in order of first appearance."""
-    return list(dict.fromkeys(k for run_dir in _run_dirs(root) for k in varied_keys(run_dir)))
+def _all_varied(runs: list[Run]) -> list[str]:
+    """Every key some run varies inside itself (ensemble.vary), in order of first appearance."""
+    return list(dict.fromkeys(k for run in runs for k in run.varied))
 
 
 def metric_names(path: str | Path) -> list[str]:
     """The metrics any run under `path` recorded (metrics.csv columns other than step, t, member and the
     varied values)."""
-    names: dict[str, None] = {}
-    for run_dir in _run_dirs(Path(path)):
-        if (run_dir / "metrics.csv").exists():
-            names.update(dict.fromkeys(pd.read_csv(run_dir / "metrics.csv", nrows=0).columns))
-    settings = CURVE_COLUMNS | set(_all_varied(Path(path)))
+    runs = _runs(Path(path))
+    names = dict.fromkeys(name for run in runs for name in _header(run.dir))
+    settings = CURVE_COLUMNS | set(_all_varied(runs))
     return [n for n in names if n not in settings]
 
 
 def _curves(root: Path, data: pd.DataFrame) -> pd.DataFrame:
     """One row per curve (run and member) in data: the run's overrides and the member's varied values (data's
     column: the member's own, or its run's override), in sweep.csv's order."""
-    varied = [k for k in _all_varied(root) if k in data]
     runs = _runs(root)
-    runs = runs.drop(columns=[k for k in varied if k in runs])
-    curves = data[CURVE + varied].drop_duplicates(CURVE).merge(runs, on="run", how="left")
-    return curves[CURVE + [k for k in _key_order(root) if k in curves]]
+    varied = [k for k in _all_varied(runs) if k in data]
+    table = _run_table(root, runs)
+    table = table.drop(columns=[k for k in varied if k in table])
+    curves = data[CURVE + varied].drop_duplicates(CURVE).merge(table, on="run", how="left")
+    return curves[CURVE + [k for k in _key_order(runs) if k in curves]]
 
 
 def _check(path: Path, metrics: list[str]) -> None:
@@ -416,13 +640,13 @@ def fit(path: str | Path, metric: str, window: float = 1.0, reach: float | None 
     root = Path(path)
     _check(root, [metric])
     data = load_metrics(root) if data is None else data
-    curves, within = _curves(root, data).set_index(CURVE), _within(root)
+    curves, within = _curves(root, data).set_index(CURVE), _within(root, _runs(root))
     rows = []
     for (run, member), group in data.groupby(["run", "member"], sort=False):
         group = group.sort_values("t", kind="stable")
         t, y = group["t"].to_numpy(dtype=float), group[metric].to_numpy(dtype=float)
         rows.append({"run": run, **curves.loc[(run, member)].to_dict(),
-                     "member": within.get((run, int(member)), int(member)),  # a failed run's summary names none
+                     "member": within[run](int(member)),
                      "run_member": int(member), **_fit_row(t, y, window, reach)})
     table = _frame(rows)
     if write:
@@ -441,10 +665,10 @@ def show(table: pd.DataFrame) -> str:
     return table.map(_text).to_string(index=False)
 
 
-def _console(table: pd.DataFrame, root: Path) -> pd.DataFrame:
+def _console(table: pd.DataFrame, found: list[Job]) -> pd.DataFrame:
     """The columns of sweep.csv the console shows: run, overrides, member, status, final loss, time to target
     (and why a run failed, if one did)."""
-    keys = _key_order(root)
+    keys = dict.fromkeys(k for job in found for k in (_parsed(job.given) if job.run is None else job.run.keys))
     extra = ["reason"] if "reason" in table and table["reason"].notna().any() else []
     return table[[c for c in ["run", *keys, *CONSOLE_FIELDS, *extra] if c in table]]
 
@@ -474,6 +698,42 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _failed_note(job: Job) -> str:
+    return str(job.run.summary.get("reason"))
+
+
+def _interrupted_note(job: Job) -> str:
+    summary = job.run.summary
+    return f"signal {summary.get('signal')}; resume: {summary.get('resume')}"
+
+
+def _killed_note(job: Job) -> str:
+    last = _last_rows(job.run.dir)
+    logged = (f"metrics.csv up to step {max(r['step'] for r in last)}, t {max(r['t'] for r in last):.6g}" if last
+              else "no metrics.csv rows")
+    return f"{logged}, no summary.json (killed, or still running)"
+
+
+NOTES: dict[str, Callable[[Job], str]] = {  # the report's line on a job that did not finish, by its state
+    FAILED: _failed_note, INTERRUPTED: _interrupted_note, KILLED: _killed_note,
+    MISSING: lambda job: "in the sweep's multirun.yaml, no run directory has its overrides"}
+
+
+def report(path: str | Path) -> list[str]:
+    """What became of every job under `path`: a line counting them by state, then a line per job that did not
+    finish (failed, interrupted, killed, missing) with its overrides and why."""
+    return _report(Path(path), jobs(path))
+
+
+def _report(root: Path, found: list[Job]) -> list[str]:
+    counts = Counter(job.state for job in found)
+    lines = [f"{len(found)} job{'s' * (len(found) != 1)}: "
+             + ", ".join(f"{counts[state]} {state}" for state in STATES if counts[state])]
+    lines += [f"  {job.state} {job.name(root)} [{' '.join(job.given)}]: {NOTES[job.state](job)}"
+              for job in found if job.state in NOTES]
+    return lines
+
+
 def _fail(message: str) -> None:
     print(f"dynamics-bench-aggregate: {message}", file=sys.stderr)
     sys.exit(2)
@@ -482,15 +742,20 @@ def _fail(message: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     root = Path(args.sweep_dir)
-    if not root.is_dir() or not _run_dirs(root):
-        _fail(f"no runs (summary.json) under {root}")
+    if not root.is_dir():
+        _fail(f"{root} is not a directory")
+    if not _run_dirs(root):
+        _fail(f"no runs under {root} (no summary.json, metrics.csv or .hydra/ in it or below)")
     try:  # every name before any output: a typo in the last --plot must not cost the others' time
-        _check(root, [*args.plot, *args.fit])
+        if args.plot or args.fit:
+            _check(root, [*args.plot, *args.fit])
     except KeyError as exc:
         _fail(exc.args[0])
-    table = aggregate(root)
-    print(show(_console(table, root)))
+    found = jobs(root)
+    table = _table(root, found, write=True)
+    print(show(_console(table, found)))
     print(f"\nwrote {root / 'sweep.csv'} ({len(table)} rows, {len(table.columns)} columns)")
+    print("\n" + "\n".join(_report(root, found)))
     data = load_metrics(root) if args.plot or args.fit else None
     for metric in args.plot:
         print(f"wrote {plot(root, metric, args.x, args.scale, data)}")

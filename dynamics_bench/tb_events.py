@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
@@ -100,12 +100,16 @@ class EventWriter:
 
     _files = itertools.count()  # several writers of one process in one second still get their own file
 
-    def __init__(self, logdir: str | Path):
+    def __init__(self, logdir: str | Path, purge_step: int | None = None):
+        """`purge_step`: as SummaryWriter's, a session restart there: readers drop the events of this run's earlier
+        files at that step and after (a resumed run rewrites them)."""
         logdir = Path(logdir)
         logdir.mkdir(parents=True, exist_ok=True)
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(self._files)}"
         self.file = open(logdir / name, "wb")
         self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+        if purge_step is not None:
+            self._write(Event(wall_time=time.time(), step=purge_step, session_log=SessionLog(status=SessionLog.START)))
 
     def _write(self, event: Event) -> None:
         self.file.write(record(event.SerializeToString()))

@@ -13,13 +13,16 @@ A member that stopped inside the window is found at its exact step by going back
 taking the same steps again (same arithmetic, same data draws); an ensemble of fixed steps that had to go back
 once freezes stopping members on the device from then on instead. Either way statuses, rows and frozen
 parameters are those of a loop that checked every step.
+
+Between windows the loop offers its whole state (:class:`LoopState`) to `pause`, which may save it (a checkpoint)
+or stop the run; ``train(resume=state)`` goes on from such a state exactly as the run would have.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -58,6 +61,28 @@ class TrainResult:
     wall_seconds: float
     members: list[MemberState] = field(default_factory=list)
     compile_seconds: float = 0.0  # inside wall_seconds: compiling the step (trainer.compile) and its first call
+
+
+@dataclass
+class LoopState:
+    """Everything the loop needs to go on from a window boundary, as it would have (a checkpoint's training part).
+    x, y are None for a full batch (every step sees the task's data)."""
+
+    params: Params
+    x: Tensor | None
+    y: Tensor | None
+    loss: Tensor
+    grad: Params
+    clock: dict[str, Any]
+    members: list[MemberState]
+    counters: dict[str, Any]  # the loop's own: window lengths, gradient evaluations, ...
+    batches: list[Tensor]  # the data generators' states
+    last_logged: list[bool]
+
+
+# pause(iteration, state): called at every window boundary with the loop's state (built only when called); it may
+# save the state or raise to stop the run
+Pause = Callable[[int, Callable[[], LoopState]], None]
 
 
 @dataclass
@@ -171,32 +196,59 @@ def _grad_fn(objective: Objective, schedule: Schedule, params: Params, x: Tensor
 
 def train(*, objective: Objective, params: Params, batches: Batches, schedule: Schedule, grid: GridSpec,
           on_log: OnLog, snapshot: Callable[..., Snapshot], progress: Callable[[float], None],
-          freeze: bool = True) -> TrainResult:
+          freeze: bool = True, pause: Pause | None = None, resume: LoopState | None = None) -> TrainResult:
     """Integrate from `params` (E members, left untouched) to the schedule's end, calling on_log at the grid
     times, where a member stops, and at the end. `progress` gets the flow time reached. `freeze`: whether an
     ensemble may freeze stopping members on the device (then a stop's on_log sees the other members at a later
-    step than the stop's; off where every row must hold every member at its own step)."""
+    step than the stop's; off where every row must hold every member at its own step). `pause` is offered the
+    loop's state between windows; `resume`: go on from such a state (`params` then unused) instead of θ_0."""
     start = time.perf_counter()
-    params = {k: v.detach().clone() for k, v in params.items()}  # updated in place
+    params = {k: v.detach().clone() for k, v in (params if resume is None else resume.params).items()}  # in place
     size = next(iter(params.values())).shape[0]
-    members = [MemberState() for _ in range(size)]
-    x, y = batches()
+    members = [MemberState() for _ in range(size)] if resume is None else resume.members
+    if resume is None:
+        x, y = batches()
+    else:  # a full batch draws nothing; a drawn stream goes on from its generators' states
+        x, y = (batches() if resume.x is None else (resume.x, resume.y))
+        batches.restore(resume.batches)
     loss_and_grad, compile_seconds = _grad_fn(objective, schedule, params, x, y)
-    loss, grad = loss_and_grad(params, x, y)
+    loss, grad = loss_and_grad(params, x, y) if resume is None else (resume.loss, resume.grad)
     rules = _Rules(schedule, loss)
     clock = make_clock(schedule, grid, size, loss)
     log = _Logger(on_log, snapshot, schedule, rules, members, batches.full)
+    if resume is not None:
+        clock.load_state_dict(resume.clock)
+        log.last_logged = list(resume.last_logged)
     stage = (x, y, loss, grad)
+    counters = None if resume is None else resume.counters
+    saver = _Saver(pause, params, batches, log)
     if isinstance(clock, FixedClock):
         result = _fixed_loop(objective, loss_and_grad, params, stage, batches, schedule, clock, rules, log, progress,
-                             freeze)
+                             freeze, saver, counters)
     else:
         result = _adaptive_loop(objective, loss_and_grad, params, stage, batches, schedule, clock, rules, log,
-                                progress)
+                                progress, saver, counters)
     if loss.device.type == "cuda":  # the wall time includes the device's work, not only its launch
         torch.cuda.synchronize(loss.device)
     result.wall_seconds, result.compile_seconds = time.perf_counter() - start, compile_seconds
     return result
+
+
+class _Saver:
+    """Offers the loop's state to `pause` at a window boundary (the part every loop shares)."""
+
+    def __init__(self, pause: Pause | None, params: Params, batches: Batches, log: _Logger):
+        self.pause, self.params, self.batches, self.log = pause, params, batches, log
+
+    def __call__(self, iteration: int, stage: Stage, clock: FixedClock | AdaptiveClock,
+                 counters: dict[str, Any]) -> None:
+        if self.pause is None:
+            return
+        x, y, loss, grad = stage
+        drawn = not self.batches.full
+        self.pause(iteration, lambda: LoopState(
+            self.params, x if drawn else None, y if drawn else None, loss, grad, clock.state_dict(), self.log.members,
+            counters, self.batches.state(), list(self.log.last_logged)))
 
 
 def _stop(members: list[MemberState], events: list[tuple[int, str]], index: int, steps: list[int],
@@ -269,7 +321,8 @@ def _frozen_steps(count: int, method: Tableau, loss_and_grad: LossAndGrad, param
 
 def _fixed_loop(objective: Objective, loss_and_grad: LossAndGrad, params: Params, stage: Stage, batches: Batches,
                 schedule: Schedule, clock: FixedClock, rules: _Rules, log: _Logger,
-                progress: Callable[[float], None], freeze: bool) -> TrainResult:
+                progress: Callable[[float], None], freeze: bool, save: _Saver,
+                counters: dict[str, Any] | None) -> TrainResult:
     """Fixed steps, in windows the host reads once (see the module docstring). Each go-back halves the longest
     window and each window without a stop doubles it again; an ensemble that went back once freezes its stopping
     members on the device from then on (no more go-backs), so members stopping at scattered steps, as seeds do,
@@ -278,26 +331,32 @@ def _fixed_loop(objective: Objective, loss_and_grad: LossAndGrad, params: Params
     members, size, method = log.members, len(log.members), schedule.method
     like = stage[2]
     h = clock.h if isinstance(clock.h, float) else torch.tensor(clock.h, dtype=like.dtype, device=like.device)
-    member_evals = [1] * size  # every ∇L the loop computes, this first one at θ_0 included
     locate = schedule.locate_target and rules.any_target and batches.full
     check_target = batches.full  # minibatch trainers judge the target on the logged full-data loss
-    limit, previous, frozen, pending = WINDOW, None, False, []
+    previous, pending = None, []
+    resumed = counters is not None  # a resumed loop has judged, logged and offered this state already
+    # member_evals: every ∇L the loop computes, the first one at θ_0 included
+    counters = counters or {"member_evals": [1] * size, "limit": WINDOW, "frozen": False}
+    member_evals, limit, frozen = list(counters["member_evals"]), counters["limit"], counters["frozen"]
     while True:
-        x, y, loss, grad = stage
+        if not resumed:
+            x, y, loss, grad = stage
+            running = [m.status == "running" for m in members]
+            steps, times = clock.steps(), clock.times()
+            stopped = pending + _stop(members, rules.first_events([loss], running, check_target), 0, steps, times)
+            if locate and previous is not None:
+                _locate(objective, method, previous, rules, loss, (x, y), members, stopped, times)
+            running = [m.status == "running" for m in members]
+            for s in sorted({steps[i] for i in stopped if steps[i] < clock.k}):  # in step order, as step by step
+                log(s, steps, times, params, loss, grad, [i for i in stopped if steps[i] == s], False, False)
+            finished = log(clock.k, steps, times, params, loss, grad, [i for i in stopped if steps[i] == clock.k],
+                           clock.due(), clock.finished() or not any(running))
+            progress(max(times))
+            if finished or not any(m.status == "running" for m in members):  # the full-data loss of a minibatch
+                break  # run may stop some
+            save(clock.k, stage, clock, {"member_evals": member_evals, "limit": limit, "frozen": frozen})
+        resumed = False
         running = [m.status == "running" for m in members]
-        steps, times = clock.steps(), clock.times()
-        stopped = pending + _stop(members, rules.first_events([loss], running, check_target), 0, steps, times)
-        if locate and previous is not None:
-            _locate(objective, method, previous, rules, loss, (x, y), members, stopped, times)
-        running = [m.status == "running" for m in members]
-        for s in sorted({steps[i] for i in stopped if steps[i] < clock.k}):  # in step order, as read step by step
-            log(s, steps, times, params, loss, grad, [i for i in stopped if steps[i] == s], False, False)
-        finished = log(clock.k, steps, times, params, loss, grad, [i for i in stopped if steps[i] == clock.k],
-                       clock.due(), clock.finished() or not any(running))
-        progress(max(times))
-        running = [m.status == "running" for m in members]  # the full-data loss of a minibatch run may stop some
-        if finished or not any(running):
-            break
         mask = torch.tensor(running, device=like.device)
         n = clock.window(WINDOW if frozen else limit)
         if frozen:
@@ -366,7 +425,7 @@ def _adaptive_steps(count: int, method: Tableau, loss_and_grad: LossAndGrad, par
 
 def _adaptive_loop(objective: Objective, loss_and_grad: LossAndGrad, params: Params, stage: Stage,
                    batches: Batches, schedule: Schedule, clock: AdaptiveClock, rules: _Rules, log: _Logger,
-                   progress: Callable[[float], None]) -> TrainResult:
+                   progress: Callable[[float], None], save: _Saver, counters: dict[str, Any] | None) -> TrainResult:
     """Per-member steps under error control, in windows the host reads once, up to the first step where a
     member stops or a row is due. Steps after a due row move nobody (every running member waits at the row's
     time) and are not counted; a stop inside the window is found by going back to the window's start and taking
@@ -375,34 +434,44 @@ def _adaptive_loop(objective: Objective, loss_and_grad: LossAndGrad, params: Par
     longest window and each window without an event doubles it again (at most WINDOW)."""
     members, size, method = log.members, len(log.members), schedule.method
     locate = schedule.locate_target and rules.any_target
-    iterations, member_evals = 0, [1] * size  # every ∇L the loop computes, this first one at θ_0 included
     previous: _Previous | None = None
-    interval, since_row, limit = 1, 0, WINDOW  # steps the last row took; steps taken since it; the longest window
+    resumed = counters is not None  # a resumed loop has judged, logged and offered this state already
+    # member_evals: every ∇L the loop computes, the first one at θ_0 included; interval: the steps the last row
+    # took; since_row: steps taken since it; limit: the longest window
+    counters = counters or {"iterations": 0, "member_evals": [1] * size, "interval": 1, "since_row": 0,
+                            "limit": WINDOW}
+    iterations, member_evals = counters["iterations"], list(counters["member_evals"])
+    interval, since_row, limit = counters["interval"], counters["since_row"], counters["limit"]
     while True:
-        x, y, loss, grad = stage
-        steps, times = clock.steps(), clock.times()
+        if not resumed:
+            x, y, loss, grad = stage
+            steps, times = clock.steps(), clock.times()
+            running = [m.status == "running" for m in members]
+            stopped = _stop(members, rules.first_events([loss], running, True), 0, steps, times)
+            if locate and previous is not None:
+                _locate(objective, method, previous, rules, loss, (x, y), members, stopped, times)
+            # a stalled member's step size underflowed: the vector field is NaN/inf next to its θ
+            for status, ended in (("diverged", clock.stalled()), ("step_budget", clock.out_of_budget())):
+                for i in (i for i in ended if members[i].status == "running"):
+                    members[i].status, members[i].stop_step = status, steps[i]
+                    stopped.append(i)
+            running = [m.status == "running" for m in members]
+            due = clock.due(running)
+            finished = log(iterations, steps, times, params, loss, grad, stopped, due,
+                           not any(running) or clock.finished(running))
+            if due:
+                clock.logged()
+            progress(max(times))
+            if finished:
+                break
+            if due:
+                interval, since_row = max(since_row, 1), 0
+            save(iterations, stage, clock, {"iterations": iterations, "member_evals": member_evals,
+                                            "interval": interval, "since_row": since_row, "limit": limit})
+        resumed = False
         running = [m.status == "running" for m in members]
-        stopped = _stop(members, rules.first_events([loss], running, True), 0, steps, times)
-        if locate and previous is not None:
-            _locate(objective, method, previous, rules, loss, (x, y), members, stopped, times)
-        # a stalled member's step size underflowed: the vector field is NaN/inf next to its θ
-        for status, ended in (("diverged", clock.stalled()), ("step_budget", clock.out_of_budget())):
-            for i in (i for i in ended if members[i].status == "running"):
-                members[i].status, members[i].stop_step = status, steps[i]
-                stopped.append(i)
-        running = [m.status == "running" for m in members]
-        due = clock.due(running)
-        finished = log(iterations, steps, times, params, loss, grad, stopped, due,
-                       not any(running) or clock.finished(running))
-        if due:
-            clock.logged()
-        progress(max(times))
-        if finished:
-            break
-        if due:
-            interval, since_row = max(since_row, 1), 0
         window = min(max(interval - since_row, (since_row + 1) // 2, 1), limit)
-        mask = torch.tensor(running, device=loss.device)
+        mask = torch.tensor(running, device=stage[2].device)
         saved = ({k: v.clone() for k, v in params.items()}, stage, clock.state())
         stage, flags, moved, previous = _adaptive_steps(window, method, loss_and_grad, params, stage, clock, mask,
                                                         rules, schedule, locate)

@@ -26,6 +26,15 @@ summary["steps_per_second"] (the training loop, metric logging included). Groups
               ends), as a share of the default run's wall time; the same for every metric (heavy ones on every
               row); each metric's own time per row (2R rounds: a default run is short).
   6 startup   `dynamics-bench trainer.steps=1` against `python -c "import torch"`, each a fresh process.
+  7 sweep     a two-job sweep through the joblib launcher (hydra/launcher=joblib, n_jobs=2: the jobs side by side,
+              threads=auto each within its share of the cores) against the same two jobs one after the other
+              (Hydra's basic launcher, one process), each a `dynamics-bench -m` command, wall seconds: the
+              benchmark problem (one thread a job either way) and a larger problem (step work above
+              runtime.SMALL_WORK: alone a job takes every core). CPU only.
+  8 aggregate `dynamics-bench-aggregate` reading a generated sweep of 1,000 runs (copies of one real run, their
+              overrides and multirun.yaml rewritten: seed=range(0,1000)), its table, sweep.csv and report, in runs/s,
+              against a hand-written reader of the same files (json.load of each summary.json, yaml of each
+              .hydra/overrides.yaml, one pandas row per member).
 
 A missed goal stays in the table with its ratio, and the Markdown gives a profile of the harness arm (cProfile's
 top entries by own time; for start-up, import time per package). Rows are kept in <out>/benchmarks.json by
@@ -38,9 +47,13 @@ device and row: a run replaces the rows it measures and keeps every other (a CUD
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
+import importlib.util
+import io
 import json
 import operator
+import os
 import pstats
 import shutil
 import statistics
@@ -53,12 +66,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import pandas as pd
 import torch
+import yaml
 from hydra.errors import ConfigCompositionException
 from torch import Tensor
 
 from dynamics_bench import ConfigError, compose, run
 from dynamics_bench.experiment import build, init_params
+from dynamics_bench.sweep import main as aggregate_main
 from machine import load_average, machine, short_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +99,7 @@ Goal = tuple[str, float]  # (">=" or "<=", value) on the row's figure
 OPERATORS = {">=": operator.ge, "<=": operator.le}
 GOALS: dict[str, dict[str, Goal]] = {  # the issue's goals per device kind, by goal name
     "cpu": {"eager": (">=", 0.95), "compiled": (">=", 1.2), "ensemble_8": (">=", 2.0), "flow": (">=", 0.9),
-            "startup": ("<=", 1.5)},
+            "startup": ("<=", 1.5), "sweep": ("<=", 1.0)},
     "cuda": {"eager": (">=", 0.95), "compiled": (">=", 10.0), "ensemble_1024": (">=", 500.0), "wide": (">=", 0.9),
              "flow": (">=", 0.9), "startup": ("<=", 1.5)},
 }
@@ -681,6 +697,110 @@ def group_startup(b: Bench) -> list[Row]:
     return [row]
 
 
+# --- 7: a two-job sweep through the joblib launcher ---------------------------------------------------------------
+SWEEP_JOBS = ["seed=0,1"]  # two jobs
+LARGE = [*TEACHER, "model.width=200"]  # (50·200 + 200) parameters × 2000 samples ≈ 2e7 ≥ SMALL_WORK: auto takes every core
+LAUNCHERS = {"joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "sequential": []}
+
+
+def sweep_arm(launcher: list[str], problem: list[str]) -> Arm:
+    """One `dynamics-bench -m` command of the two jobs into a temporary sweep directory, timed as a process."""
+    def arm() -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="dynbench_sweep_") as out:
+            seconds = process_seconds([*cli_command(), "-m", *QUIET, *launcher, *problem, *SWEEP_JOBS,
+                                       f"hydra.sweep.dir={out}"])
+            threads = sorted(json.loads(p.read_text())["threads"] for p in Path(out).glob("*/summary.json"))
+        return {"value": seconds, "threads": threads}
+    return arm
+
+
+def group_sweep(b: Bench) -> list[Row]:
+    rows = []
+    for name, problem, what in (
+            ("small", [*PROBLEM, f"trainer.steps={b.plan.problem_steps}"], "the benchmark problem"),
+            ("large", [*LARGE, f"trainer.steps={b.plan.problem_steps // 10}"],
+             "a larger problem (m=200: step work above SMALL_WORK)")):
+        row = Row(f"7.joblib_{name}", f"two-job sweep (seed=0,1), joblib launcher n_jobs=2: {what}", "wall s",
+                  reference_name="the same two jobs one after the other (basic launcher)", goal=b.goal("sweep"),
+                  threads="auto")
+        if b.kind != "cpu" or importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None:
+            rows.append(unavailable(row, "a CPU measurement: the jobs share the machine's cores" if b.kind != "cpu"
+                                    else "needs the launchers extra: pip install 'dynamics_bench[launchers]'"))
+            continue
+        print(f"  {name}", flush=True)
+        arms = {launcher: sweep_arm(args, problem) for launcher, args in LAUNCHERS.items()}
+        rounds = interleave(arms, b.repeats)
+        compare(row, rounds, "joblib", "sequential")
+        steps = next(o for o in problem if o.startswith("trainer.steps="))
+        row.notes = (f"{steps}, default metrics and logger, each arm a `dynamics-bench -m` process (start-up "
+                     f"included); threads=auto took {rounds[-1]['joblib']['threads']} under joblib, "
+                     f"{rounds[-1]['sequential']['threads']} one after the other; {os.cpu_count()} cores")
+        rows.append(row)
+    return rows
+
+
+# --- 8: aggregating a sweep of 1,000 runs -----------------------------------------------------------------------------
+AGGREGATE_RUNS = 1000
+
+
+def generated_sweep(root: Path, runs: int) -> Path:
+    """A sweep of `runs` copies of one real run (a one-job multirun: seed=0): each copy's .hydra/overrides.yaml
+    says seed=i, and multirun.yaml asks for seed=range(0,runs)."""
+    fixed = [*QUIET, "trainer.steps=100"]
+    process_seconds([*cli_command(), "-m", *fixed, "seed=0", f"hydra.sweep.dir={root}"])
+    multirun = yaml.safe_load((root / "multirun.yaml").read_text())
+    multirun["hydra"]["overrides"]["task"] = [*fixed, f"seed=range(0,{runs})"]
+    (root / "multirun.yaml").write_text(yaml.safe_dump(multirun))
+    for i in range(1, runs):
+        shutil.copytree(root / "0", root / str(i))
+        (root / str(i) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*fixed, f"seed={i}"]))
+    return root
+
+
+def aggregate_arm(root: Path, runs: int) -> Arm:
+    """What `dynamics-bench-aggregate ROOT` does (its table printed to nowhere): runs per second."""
+    def arm() -> dict[str, Any]:
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            aggregate_main([str(root)])
+        seconds = time.perf_counter() - start
+        return {"value": runs / seconds, "seconds": seconds, "report": out.getvalue().splitlines()[-1]}
+    return arm
+
+
+def hand_reader(root: Path, runs: int) -> Arm:
+    """The hand-written reference: every summary.json and .hydra/overrides.yaml read, one row per member."""
+    def arm() -> dict[str, Any]:
+        start = time.perf_counter()
+        rows = []
+        for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            summary = json.loads((run_dir / "summary.json").read_text())
+            given = dict(o.split("=", 1) for o in yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()))
+            rows += [{"run": run_dir.name, **given, "status": m["status"], "final_loss": m["final_loss"],
+                      **{f"final_{k}": v for k, v in m["final"].items()}} for m in summary["members"]]
+        pd.DataFrame(rows).to_csv(root / "hand.csv", index=False)
+        seconds = time.perf_counter() - start
+        return {"value": runs / seconds, "seconds": seconds}
+    return arm
+
+
+def group_aggregate(b: Bench) -> list[Row]:
+    with tempfile.TemporaryDirectory(prefix="dynbench_aggregate_") as out:
+        root = generated_sweep(Path(out) / "sweep", AGGREGATE_RUNS)
+        arms = {"aggregate": aggregate_arm(root, AGGREGATE_RUNS), "hand": hand_reader(root, AGGREGATE_RUNS)}
+        for arm in arms.values():
+            arm()
+        rounds = interleave(arms, b.repeats)
+    row = compare(Row("8.aggregate_1000", f"dynamics-bench-aggregate of a sweep of {AGGREGATE_RUNS:,} runs "
+                      "(table, sweep.csv, report)", "runs/s", threads=1,
+                      reference_name="hand-written reader: json + yaml per run, a pandas row per member"),
+                  rounds, "aggregate", "hand")
+    row.notes = (f"{median(rounds, 'aggregate', 'seconds'):.2f} s per {AGGREGATE_RUNS:,} runs (hand-written "
+                 f"{median(rounds, 'hand', 'seconds'):.2f} s); each run a real one's copy (trainer.steps=100, "
+                 f"default metrics: 101 metrics.csv rows, TensorBoard); report: {rounds[-1]['aggregate']['report']}")
+    return [row]
+
+
 TORCH_THREADS = torch.get_num_threads()  # torch's default: one per physical core
 # each group and its torch threads (--threads overrides): one for the small problems, whose step is too short for
 # intra-op threads to pay; every core for ensembles and wide nets, whose batched matmuls use them (the issue's
@@ -688,6 +808,7 @@ TORCH_THREADS = torch.get_num_threads()  # torch's default: one per physical cor
 GROUPS: dict[str, tuple[Callable[[Bench], list[Row]], int]] = {
     "problem": (group_problem, 1), "ensemble": (group_ensemble, TORCH_THREADS), "wide": (group_wide, TORCH_THREADS),
     "flow": (group_flow, 1), "metrics": (group_metrics, 1), "startup": (group_startup, 1),
+    "sweep": (group_sweep, 1), "aggregate": (group_aggregate, 1),
 }
 
 

@@ -1,7 +1,9 @@
 """dynamics-bench-aggregate beyond the sweep table test_cli.py checks end to end: the console table and sweep.csv's
 types, --plot figures (colours, widths, legend, title, scales, left-out points), name validation, and --fit on
 fake sweeps whose metrics.csv hold known power laws and exponentials (plus one real tiny run, cross-checked
-against the harness's own loss_slope/loss_rate). The fits' building blocks (dynamics_bench.theory.fits) too."""
+against the harness's own loss_slope/loss_rate). The fits' building blocks (dynamics_bench.theory.fits) too. Jobs
+that did not finish (failed, interrupted, killed, missing from the sweep's multirun.yaml) in the table, in
+load_metrics and in the report; an empty directory refused."""
 from __future__ import annotations
 
 import itertools
@@ -14,7 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from dynamics_bench.sweep import aggregate, figure, fit, load_metrics, main, plot
+from dynamics_bench.sweep import (BASIC_SWEEPER, aggregate, expected_jobs, figure, fit, load_metrics, main, plot,
+                                  report)
 from dynamics_bench.theory.fits import exponential, power_law, time_to_reach
 from tests.conftest import run_overrides
 
@@ -250,3 +253,122 @@ def test_a_single_run_labels_its_members_and_seeds_pool(tmp_path):
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["member 0", "member 1", "median"]
     assert "trainer.lr=0.1" in ax.get_title()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Jobs that did not finish: in the table, in load_metrics and in the report.
+def write_multirun(sweep: Path, task: list[str], params: dict | None = None,
+                   sweeper: str = BASIC_SWEEPER) -> None:
+    """The parts of Hydra's multirun.yaml the aggregate reads: the sweeper and the task overrides."""
+    sweep.mkdir(parents=True, exist_ok=True)
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "sweeper": {"_target_": sweeper, "max_batch_size": None, "params": params},
+        "overrides": {"hydra": ["hydra.mode=MULTIRUN"], "task": task}}}))
+
+
+def write_partial(run_dir: Path, overrides: list[str], size: int, losses: list[list[float]],
+                  summary: dict | None = None, lrs: list[float] | None = None) -> None:
+    """A run stopped before its summary: Hydra's record (overrides, config with ensemble.size and, with lrs,
+    ensemble.vary of trainer.lr), metrics.csv with losses[row][member] (none: not even a header; member e's
+    trainer.lr lrs[e // size]), and a summary.json only if given (interrupted)."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    vary = {"trainer.lr": lrs} if lrs else None
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": 0, "ensemble": {"size": size,
+                                                                                             "vary": vary}}))
+    if losses:
+        rows = [{"step": i, "t": 0.5 * i, "member": e, "loss": loss, "grad_norm": 10 * loss,
+                 **({"trainer.lr": lrs[e // size]} if lrs else {})}
+                for i, row in enumerate(losses) for e, loss in enumerate(row)]
+        pd.DataFrame(rows).to_csv(run_dir / "metrics.csv", index=False)
+    if summary is not None:
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> Path:
+    """model.width=8,16,32 × seed=range(0,2), rerun with resume=auto: one job of each fate."""
+    sweep = tmp_path / "broken"
+    write_multirun(sweep, ["model.width=8,16,32", "seed=range(0,2)", "resume=auto"])
+    write_run(sweep / "0", ["model.width=8", "seed=0"], [{"loss": np.exp(-T)}])
+    (sweep / "1" / ".hydra").mkdir(parents=True)
+    (sweep / "1" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["model.width=8", "seed=1",
+                                                                           "resume=auto"]))
+    (sweep / "1" / "summary.json").write_text(json.dumps({"status": "failed", "reason": "ValueError: boom"}))
+    write_partial(sweep / "2", ["seed=0", "model.width=16"], 2, [[1, 2, 3, 4], [0.5, 1.5, 2.5, 3.5],
+                                                                  [0.25, 1.25, 2.25, 3.25]], lrs=[0.1, 0.2])
+    write_partial(sweep / "3", ["model.width=16", "seed=1"], 1, [[3.0], [2.0]], summary={
+        "status": "interrupted", "signal": "SIGTERM", "resume": "dynamics-bench resume=broken/3", "steps": 1})
+    write_partial(sweep / "4", ["model.width=32", "seed=0"], 1, [])
+    return sweep
+
+
+def test_failed_interrupted_killed_and_missing_jobs_are_in_the_table(broken):
+    table = aggregate(broken, write=False)
+    assert list(table["status"]) == ["max_steps", "failed", *["killed"] * 4, "interrupted", "killed", "missing"]
+    assert list(table["run"].fillna("-")) == ["0", "1", "2", "2", "2", "2", "3", "4", "-"]
+    assert list(table["model.width"]) == [8, 8, 16, 16, 16, 16, 16, 32, 32]
+    assert list(table["seed"]) == [0, 1, 0, 0, 0, 0, 1, 0, 1]
+    assert "resume" not in table, "resume=auto does not tell jobs apart"
+    killed = table[table["run"] == "2"]  # ensemble.size=2 × two varied learning rates
+    assert list(killed["member"]) == [0, 1, 0, 1] and list(killed["run_member"]) == [0, 1, 2, 3]
+    assert list(killed["trainer.lr"]) == [0.1, 0.1, 0.2, 0.2]
+    assert list(killed["member_steps"]) == [2] * 4 and list(killed["member_t"]) == [1.0] * 4
+    assert list(killed["final_loss"]) == [0.25, 1.25, 2.25, 3.25]
+    assert list(killed["final_grad_norm"]) == [2.5, 12.5, 22.5, 32.5] and "final_trainer.lr" not in table
+    assert set(killed["run_status"]) == {"killed"}
+    interrupted = table[table["run"] == "3"].iloc[0]
+    assert (interrupted["final_loss"], interrupted["member_steps"], interrupted["steps"]) == (2.0, 1, 1)
+    nothing = table[table["run"] == "4"].iloc[0]
+    assert pd.isna(nothing["member"]) and pd.isna(nothing["final_loss"])
+    assert table.iloc[-1]["run_status"] == "missing" and pd.isna(table.iloc[-1]["member"])
+    for column in ("member", "run_member", "member_steps", "steps"):
+        assert str(table[column].dtype) == "Int64", column
+
+    data = load_metrics(broken)
+    assert data.groupby("run").size().to_dict() == {"0": len(T), "2": 12, "3": 2}, "killed runs' rows are kept"
+    assert list(data.loc[data["run"] == "2", "model.width"].unique()) == [16]
+
+
+def test_the_report_names_every_job_that_did_not_finish(broken, capsys):
+    lines = report(broken)
+    assert lines[0] == "6 jobs: 1 finished, 1 failed, 1 interrupted, 2 killed, 1 missing"
+    assert lines[1:] == [
+        "  failed 1 [model.width=8 seed=1]: ValueError: boom",
+        "  killed 2 [seed=0 model.width=16]: metrics.csv up to step 2, t 1, no summary.json (killed, or still running)",
+        "  interrupted 3 [model.width=16 seed=1]: signal SIGTERM; resume: dynamics-bench resume=broken/3",
+        "  killed 4 [model.width=32 seed=0]: no metrics.csv rows, no summary.json (killed, or still running)",
+        "  missing - [model.width=32 seed=1]: in the sweep's multirun.yaml, no run directory has its overrides"]
+    main([str(broken)])
+    out = capsys.readouterr().out
+    assert out.endswith("\n".join(lines) + "\n") and "sweep.csv (9 rows" in out
+    rows = out.split("\n\nwrote")[0].splitlines()[1:]
+    assert [row.split()[0] for row in rows] == ["0", "1", "2", "2", "2", "2", "3", "4", "-"]
+    assert rows[-1].split()[:6] == ["-", "32", "1", "-", "-", "missing"], "run, width, seed, lr, member, status"
+
+
+def test_expected_jobs_follow_hydras_basic_sweeper(tmp_path):
+    write_multirun(tmp_path / "a", ["seed=range(1,3)", "trainer.steps=5", "resume=auto"],
+                   params={"trainer.lr": "0.1,0.2"})
+    assert expected_jobs(tmp_path / "a") == [
+        ("trainer.lr=0.1", "seed=1", "trainer.steps=5"), ("trainer.lr=0.1", "seed=2", "trainer.steps=5"),
+        ("trainer.lr=0.2", "seed=1", "trainer.steps=5"), ("trainer.lr=0.2", "seed=2", "trainer.steps=5")]
+    write_multirun(tmp_path / "b", ["trainer.lr=interval(0.1,1)"], sweeper="hydra_plugins.optuna.Sweeper")
+    assert expected_jobs(tmp_path / "b") is None, "another sweeper's jobs are not spelled out"
+    sweep_of(tmp_path / "b", {"trainer.lr": [0.5]}, lambda point: [{"loss": np.exp(-T)}])
+    assert report(tmp_path / "b") == ["1 job: 1 finished"]
+
+    write_multirun(tmp_path / "c", ["logger.tensorboard=false", "seed=0,1"])
+    write_run(tmp_path / "c" / "0", ["logger.tensorboard=False", "seed=0"], [{"loss": np.exp(-T)}])
+    write_run(tmp_path / "c" / "1", ["seed=1", "logger.tensorboard=false"], [{"loss": np.exp(-T)}])
+    assert report(tmp_path / "c") == ["2 jobs: 2 finished"], "jobs match by their overrides' values, any order"
+
+
+def test_an_empty_or_absent_directory_is_a_clear_error(tmp_path, capsys):
+    for path, message in ((tmp_path, f"no runs under {tmp_path} (no summary.json, metrics.csv or .hydra/"),
+                          (tmp_path / "nope", f"{tmp_path / 'nope'} is not a directory")):
+        with pytest.raises(SystemExit) as exit_:
+            main([str(path)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir()), "nothing written"

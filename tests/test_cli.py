@@ -86,6 +86,10 @@ def test_single_run_outputs(tmp_path):
 
     params = torch.load(out / "final_params.pt", weights_only=True)
     assert params and all(isinstance(v, torch.Tensor) and v.shape[0] == 1 for v in params.values())
+    exp = build(make_cfg("trainer.steps=20", "seed=3"))  # the θ saved is the one reached: its loss is the last row's
+    x, y = exp.task.data()
+    assert exp.objective.loss(params, x[None], y[None]).item() == pytest.approx(summary["final_loss"], rel=1e-12)
+    assert summary["final_loss"] < metrics.loc[metrics["step"] == 0, "loss"].item()  # GD moved: not θ_0's
 
     assert any((out / "tb").glob("events.out.tfevents.*")), "tb/ holds no event file"
     for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):

@@ -4,6 +4,8 @@ summary with a sane status and metrics.csv rows for step 0 and the last step. A 
 or in conf/experiment/ is picked up without touching this file."""
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -92,7 +94,25 @@ def check_run(tmp_path, overrides: list[str], diverges: bool = False) -> None:
         assert rows["step"].iloc[0] == 0 and rows["step"].iloc[-1] == summary["members"][member]["steps"]
         assert rows["loss"].notna().all()
     assert metrics["step"].max() == last
-    assert (tmp_path / "run" / "summary.json").exists()
+    check_summary_file(tmp_path / "run", cfg, summary, metrics)
+
+
+NOT_RECORDED = {"resume"}  # top-level keys that say how to run, not what: never in summary.json's config
+
+
+def check_summary_file(out, cfg, summary: dict, metrics: pd.DataFrame) -> None:
+    """summary.json on disk is what ran: the composed config (resolved) and what run() returned, and each member's
+    outcome is its last metrics.csv row."""
+    written = json.loads((out / "summary.json").read_text())
+    composed = OmegaConf.to_container(cfg, resolve=True)
+    assert written["config"] == {k: v for k, v in composed.items() if k not in NOT_RECORDED}
+    for key in ("status", "steps", "t", "iterations", "grad_evals", "ensemble_size", "members"):
+        assert written[key] == json.loads(json.dumps(summary[key])), key  # JSON writes NaN/inf as null or text
+    for member, rows in metrics.groupby("member"):
+        entry, last = written["members"][member], rows.iloc[-1]
+        assert (entry["steps"], entry["t"]) == (last["step"], pytest.approx(last["t"], rel=1e-15, abs=0))
+        if entry["final_loss"] is not None:
+            assert entry["final_loss"] == pytest.approx(last["loss"], rel=1e-15)
 
 
 @pytest.mark.parametrize("choice", CASES)
@@ -115,9 +135,33 @@ def test_option_runs(tmp_path, choice, data_file):
     check_run(tmp_path, capped(*with_companions(choice, data_file)))
 
 
+def leaves(tree: dict, prefix: tuple[str, ...] = ()):
+    """(key path, value) of every non-mapping value of a nested dict."""
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
 @pytest.mark.parametrize("choice", EXPERIMENTS)
 def test_experiment_builds(choice):
-    build(make_cfg(choice))
+    """The preset applies: each `override /group: option` of its defaults list picked that option, and each literal
+    value it sets reached the built experiment's config (a preset composed before the root config's own values,
+    `_self_` after `experiment` in the defaults list, would lose its root keys silently)."""
+    exp = build(make_cfg(choice))
+    preset = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "experiment" / f"{choice.split('=')[1]}.yaml"))
+    for entry in preset.pop("defaults", []):
+        for key, option in entry.items():
+            assert exp.config[key.removeprefix("override /")]["name"] == option, key
+    preset.pop("hydra", None)  # Hydra's own settings (output dirs) are not the experiment's
+    for path, value in leaves(preset):
+        if isinstance(value, str) and value.startswith("${"):
+            continue  # an interpolation resolves to another key
+        got = exp.config
+        for key in path:
+            got = got[key]
+        assert got == value, ".".join(path)
 
 
 @pytest.mark.parametrize("choice", EXPERIMENTS)

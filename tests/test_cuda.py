@@ -76,3 +76,21 @@ def test_cuda_windows_stop_members_where_the_cpu_does(tmp_path, trainer):
         [(m["status"], m["stop_step"]) for m in cpu["members"]]
     assert len({m["status"] for m in cpu["members"]}) == 2
     assert 0 < gpu["peak_memory_bytes"] < torch.cuda.get_device_properties(0).total_memory
+
+
+@pytest.mark.parametrize("trainer", [["trainer=sgd", "trainer.steps=200"],
+                                     ["trainer=gradient_flow", "trainer.method=dopri5", "trainer.t_max=2"]])
+def test_cuda_resumed_run_is_the_uninterrupted_run(tmp_path, monkeypatch, trainer):
+    """A checkpoint on CUDA (tensors saved on the device, generators' states on the CPU) resumes bit for bit."""
+    from dynamics_bench import compose, run
+    from dynamics_bench.checkpoints import TEST_HOOK, RunInterrupted
+    from dynamics_bench.plans import resume
+
+    cfg = compose("device=cuda", "ensemble.size=3", *trainer, "checkpoint.every_steps=30", "logger.tensorboard=false")
+    run(cfg, tmp_path / "whole")
+    monkeypatch.setenv(TEST_HOOK, "sigterm@60")
+    with pytest.raises(RunInterrupted):
+        run(cfg, tmp_path / "cut")
+    monkeypatch.delenv(TEST_HOOK)
+    resume(tmp_path / "cut")
+    assert (tmp_path / "whole" / "metrics.csv").read_text() == (tmp_path / "cut" / "metrics.csv").read_text()

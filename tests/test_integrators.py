@@ -26,7 +26,8 @@ import torch
 from dynamics_bench.clocks import AdaptiveClock, FixedClock, GridSpec
 from dynamics_bench.config import ConfigError
 from dynamics_bench.experiment import build, init_params
-from dynamics_bench.integrators import BOSH3, DOPRI5, EULER, INTEGRATORS, Tableau, advance, dense_point, rk_step
+from dynamics_bench.integrators import (BOSH3, DOPRI5, EULER, INTEGRATORS, Step, Tableau, advance, dense_point,
+                                        rk_step)
 from dynamics_bench.trainer import _Previous, locate_crossing, train
 from dynamics_bench.trainers import GDConfig, Schedule
 from dynamics_bench.theory import vector_case_time
@@ -124,6 +125,24 @@ def test_global_error_order(name, order, steps, low):
     assert all(abs(r - order) <= 0.25 for r in ratios), (name, low, ratios)
 
 
+@pytest.mark.parametrize("h", [0.1, (0.1, 0.2, 0.3)], ids=["float", "per-member"])
+def test_advance_moves_only_the_moving_members(h):
+    """advance: θ −= h·direction in place for the members in `moving` only; a member left out stays bit for bit,
+    even where its direction is NaN (a stopped member's). With all moving (None) every member moves."""
+    theta = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], dtype=torch.float64)
+    direction = torch.tensor([[1.0, -1.0], [math.nan, 1.0], [2.0, 0.5]], dtype=torch.float64)
+    hs = torch.tensor(h if isinstance(h, tuple) else (h,) * 3, dtype=torch.float64)  # (E,)
+    step = Step([], h if isinstance(h, float) else hs, {"x": direction}, None, None)
+    params = {"x": theta.clone()}
+    advance(params, step, torch.tensor([True, False, True]))
+    expected = theta - hs[:, None] * direction
+    assert torch.equal(params["x"][1], theta[1]) and torch.equal(params["x"][[0, 2]], expected[[0, 2]])
+    finite = Step([], step.h, {"x": direction.nan_to_num()}, None, None)
+    params = {"x": theta.clone()}
+    advance(params, finite, None)
+    assert torch.equal(params["x"], theta - hs[:, None] * direction.nan_to_num())
+
+
 @pytest.mark.parametrize("method", [BOSH3, DOPRI5], ids=["bosh3", "dopri5"])
 def test_error_estimate_scales_as_h_to_error_order_plus_one(method):
     """One step from θ0 with atol = 1, rtol = 0: `error` is the RMS of h·Σ(b − b_low)g, the local error of the
@@ -141,6 +160,18 @@ def test_error_estimate_scales_as_h_to_error_order_plus_one(method):
         errs.append(step.error)
     ratios = log2_ratio(*errs)
     assert all(abs(r - (method.error_order + 1)) <= 0.25 for r in ratios), ratios
+
+
+@pytest.mark.parametrize("method", [BOSH3, DOPRI5], ids=["bosh3", "dopri5"])
+def test_error_estimate_is_relative_to_the_larger_end(method):
+    """With atol = 0 each entry's tolerance is rtol·max(|θ_k|, |θ_{k+1}|), θ_{k+1} = θ_k − h·direction: one step
+    h = 0.5 from X0 (large enough that |θ_{k+1}| and |θ_k + h·direction| differ), against the formula."""
+    h, rtol = 0.5, 1e-3
+    step = rk_step(method, linear_grad, {"x": X0.clone()}, h, linear_grad({"x": X0}), rtol=rtol, atol=0.0)
+    high = X0 - h * sum(b * g["x"] for b, g in zip(method.b, step.stages))
+    low = X0 - h * sum(b * g["x"] for b, g in zip(method.b_low, step.stages))
+    ratio = (high - low) / (rtol * torch.maximum(X0.abs(), high.abs()))
+    torch.testing.assert_close(step.error, ratio.pow(2).mean(1).sqrt(), rtol=1e-9, atol=0)
 
 
 @pytest.mark.parametrize("name", list(DENSE_ORDER))
@@ -517,6 +548,41 @@ class _Full:
     def __call__(self):
         return self.data
 
+    def state(self):
+        return []
+
+    def restore(self, state):
+        """The same data every step: nothing to rewind."""
+
+
+class _NaNLossObjective:
+    """L = ½‖θ‖² per member with ∇L = θ, but member 1's loss is NaN once ‖θ‖² < 1: a finite vector field and a
+    loss that never overflows or passes the threshold, only NaN."""
+
+    def loss(self, params, x, y):
+        loss = 0.5 * params["x"].pow(2).sum(1)
+        lost = (torch.arange(len(loss)) == 1) & (2 * loss < 1)
+        return torch.where(lost, math.nan, loss)
+
+    def loss_and_grad(self, params, x, y):
+        return self.loss(params, x, y), {"x": params["x"].clone()}
+
+
+@pytest.mark.parametrize("method", [EULER, DOPRI5], ids=["gd", "dopri5"])
+def test_a_nan_loss_is_recorded_diverged(method):
+    """Through the real loop, fixed and adaptive: a NaN loss (not inf, not above the threshold) stops its member
+    as diverged at the first step past ‖θ‖² = 1, and only it. θ0 = (2, 0): GD with h = 0.1 has ‖θ_k‖² = 4·0.81^k,
+    below 1 first at k = 7; the flow ‖θ(t)‖² = 4e^(−2t) at t = ln 2."""
+    theta0 = torch.tensor([[2.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
+    schedule = Schedule(method, 0.1, 2.0, 20, None, None, 1e10, rtol=1e-8, atol=1e-10, max_steps=10_000)
+    result = train(objective=_NaNLossObjective(), params={"x": theta0}, schedule=schedule,
+                   batches=_Full((torch.zeros(2, 1, 1), torch.zeros(2, 1, 1))), grid=GridSpec(points=5),
+                   on_log=lambda snap, rows, grid, ending: None, snapshot=SimpleNamespace, progress=lambda t: None)
+    assert [m.status for m in result.members] == ["running", "diverged"]
+    assert result.t[0] == pytest.approx(2.0) and math.log(2) < result.t[1] < 1.0
+    if method is EULER:
+        assert result.members[1].stop_step == result.steps[1] == 7
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # 5. Event location
@@ -754,6 +820,20 @@ def test_fixed_step_flow_lands_on_t_max_and_only_on_reachable_times(tmp_path):
     build(make_cfg(*VECTOR, *DOPRI, "trainer.h=0.3", "trainer.t_max=1", "metrics.times=[0.5]"))
 
 
+def test_shortened_last_step_inside_a_window(tmp_path):
+    """The last fixed step (h = 0.3 to t_max = 1: 0.1) is shortened wherever it falls in a window of steps: a run
+    with rows only at 0 and t_max (one window of four steps) ends at the θ, bit for bit, of a run with a row every
+    step (windows of one), and not at the θ of four full steps."""
+    common = (*VECTOR, *FLOW, "trainer.h=0.3", "metrics.names=[loss]")
+    for name, overrides in {"window": ("trainer.t_max=1", "metrics.points=2"),
+                            "step": ("trainer.t_max=1", "metrics.every=1"),
+                            "full": ("trainer.t_max=1.2", "metrics.points=2")}.items():
+        go(tmp_path, *common, *overrides, name=name)
+    window, step, full = (torch.load(tmp_path / name / "final_params.pt") for name in ("window", "step", "full"))
+    assert all(torch.equal(window[k], step[k]) for k in window)
+    assert not any(torch.equal(window[k], full[k]) for k in window)
+
+
 @pytest.mark.parametrize("overrides, key", [
     (("trainer.method=rk4", "trainer.rtol=1e-3"), "trainer.rtol"),  # fixed steps would silently ignore it
     (("trainer.method=rk4", "trainer.max_steps=5"), "trainer.max_steps"),
@@ -780,6 +860,17 @@ def test_a_stop_writes_only_the_stopped_members_row(tmp_path):
         assert set(df[df.member == m["member"]]["t"]) <= {0.0, *times, m["t"]}
 
 
+def test_stall_threshold_is_relative_to_max_t_1():
+    """A member stalls when its last step was rejected and h < 1e-14·max(t, 1): the bound is 1e-14 up to t = 1,
+    then grows with t (README: trainer)."""
+    clock = AdaptiveClock(Schedule(DOPRI5, 0.1, 10.0, None, None, None, 1e10, rtol=1e-8, atol=1e-10,
+                                   max_steps=100), GridSpec(times=[]), 4)
+    t = torch.tensor([0.5, 0.5, 5.0, 5.0], dtype=torch.float64)
+    h = torch.tensor([0.9e-14, 1.5e-14, 4.9e-14, 5.1e-14], dtype=torch.float64)
+    assert clock.stalled_mask(t, h, torch.ones(4, dtype=torch.bool)).tolist() == [True, False, True, False]
+    assert not clock.stalled_mask(t, h, torch.zeros(4, dtype=torch.bool)).any()  # an accepted step never stalls
+
+
 def test_a_tiny_first_trial_step_is_not_a_stall(tmp_path):
     """trainer.h = 1e-15 is below the stall threshold, but the step is accepted and grows (×10 per step):
     only a rejected step that small means a NaN/inf vector field."""
@@ -793,6 +884,40 @@ def test_gd_steps_are_all_exactly_lr(lr, steps):
     whose t_max is not a multiple of h gets a shortened last step: 200·0.05 − 199·0.05 ≠ 0.05 in floats)."""
     clock = FixedClock(GDConfig(lr=lr, steps=steps).schedule(2.0**-52), GridSpec(), 1)
     assert clock.last_h == lr
+
+
+def test_fixed_grid_rounds_metric_times_to_the_nearest_step():
+    """metrics.times [0.3, 0.7] under lr = 0.1 are steps 3 and 7, although 0.3/0.1 = 2.9999999999999996 and
+    0.7/0.1 = 6.999999999999999 in floats (truncated, the rows would be at steps 2 and 6)."""
+    clock = FixedClock(GDConfig(lr=0.1, steps=10).schedule(2.0**-52), GridSpec(times=[0.3, 0.7]), 1)
+    assert sorted(clock.grid) == [0, 3, 7, 10]
+    assert [clock.times_at(k)[0] for k in (3, 7)] == pytest.approx([0.3, 0.7], abs=1e-15)
+
+
+@pytest.mark.parametrize("method, atol, h0", [(BOSH3, 1e-7, 0.002), (BOSH3, 1e-7, 0.05), (DOPRI5, 1e-12, 0.005),
+                                              (DOPRI5, 1e-12, 0.05)], ids=["bosh3", "bosh3-reject", "dopri5",
+                                                                           "dopri5-reject"])
+def test_step_size_controller_aims_at_the_tolerance(method, atol, h0):
+    """Hairer–Wanner II.4: after a step with error estimate err (in units of the tolerance), accepted or rejected,
+    the next trial step is h·0.9·err^(−1/(q+1)), q the order of the error estimate (error_order, the embedded
+    pair's), so that the estimate, O(h^(q+1)), lands at 0.9^(q+1) on the same state. On θ' = −θ from err ≈ 1e-3
+    (accepted) and err ≈ 20–200 (rejected) the new step's estimate is within 5% of 0.9^(q+1) (measured within
+    1.5%: the O(h) departure from h^(q+1)); an exponent from the method's order p, 1/(p+1), would land at
+    err^(1−(q+1)/(p+1)) times that: 0.2–0.4 or 2–2.4 times."""
+    x0 = torch.tensor([[1.0, -0.5]], dtype=torch.float64)
+    grad = lambda p: (0.5 * p["x"].pow(2).sum(1), {"x": p["x"].clone()})  # noqa: E731
+    clock = AdaptiveClock(Schedule(method, h0, 100.0, None, None, None, 1e10, rtol=0.0, atol=atol, max_steps=100),
+                          GridSpec(times=[]), 1)
+    clock.logged()  # past the row at t = 0
+    errors = []
+    for _ in range(2):  # the first trial step, then the one the controller chose, both from x0
+        h, moving = clock.step_size([True])
+        step = rk_step(method, grad, {"x": x0.clone()}, h, grad({"x": x0}), 0.0, atol)
+        clock.commit(step, moving)
+        clock.t.zero_()
+        errors.append(float(step.error[0]))
+    assert not 0.01 < errors[0] < 10  # far from the target: the controller has to act
+    assert errors[1] == pytest.approx(0.9 ** (method.error_order + 1), rel=0.05)
 
 
 def test_sgd_member_in_an_ensemble_stops_as_it_does_alone(tmp_path):

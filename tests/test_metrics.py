@@ -15,7 +15,7 @@ import torch
 from dynamics_bench.config import ConfigError
 from dynamics_bench.losses import MSE, CrossEntropy, Logistic
 from dynamics_bench.clocks import FixedClock, GridSpec, log_steps
-from dynamics_bench.metrics import METRICS, evaluate, select_metrics
+from dynamics_bench.metrics import METRICS, MetricsConfig, evaluate, select_metrics
 from dynamics_bench.trainers import GDConfig
 from dynamics_bench.metrics.alignment import LIVE_FRACTION
 from dynamics_bench.metrics.base import Snapshot
@@ -336,6 +336,15 @@ def test_log_grid_small_is_every_step(steps, points):
     assert log_steps(steps, points) == set(range(steps + 1))
 
 
+@pytest.mark.parametrize("points", [2, 5, 100])
+def test_log_grid_has_exactly_points_rows_at_the_boundary(points):
+    """Every step while there are at most `points` (steps + 1 ≤ points), else exactly `points` rows: steps =
+    points − 1, points and points + 1 straddle the switch."""
+    for steps in range(points - 2, points + 3):
+        grid = log_steps(steps, points)
+        assert len(grid) == min(points, steps + 1) and {0, steps} <= grid, (steps, sorted(grid))
+
+
 @pytest.mark.parametrize("steps, every, expected", [
     (10, 3, {0, 3, 6, 9, 10}),
     (9, 3, {0, 3, 6, 9}),
@@ -403,3 +412,47 @@ def test_select_metrics_directly():
     with pytest.raises(ConfigError, match=r"metrics\.names\[0\]"):
         select_metrics(["accuracy"], exp.objective, exp.task)
     assert set(select_metrics(["param_norm"], exp.objective, exp.task)) == {"loss", "param_norm"}
+
+
+@pytest.mark.parametrize("key, lowest, below", [
+    ("points", 2, 1), ("lanczos_steps", 2, 1), ("hessian_dense_max", 0, -1), ("heavy_every", 1, 0),
+    ("every", 1, 0), ("probe", 1, 0), ("times", [0.0], [-0.5]),
+])
+def test_metrics_config_boundaries(key, lowest, below):
+    """Each bound admits its lowest value and refuses the one below, naming the key."""
+    MetricsConfig(**{key: lowest})
+    with pytest.raises(ConfigError) as info:
+        MetricsConfig(**{key: below})
+    assert info.value.key.startswith(f"metrics.{key}")
+
+
+def test_metrics_config_one_grid_and_probe_within_the_data():
+    """metrics.every and metrics.times exclude each other; an explicit probe may be the whole data set, not more."""
+    with pytest.raises(ConfigError, match="metrics.times"):
+        MetricsConfig(every=2, times=[1.0])
+    assert MetricsConfig(probe=5).settings(5, 0.1).probe == 5 and MetricsConfig().settings(5, 0.1).probe == 5
+    with pytest.raises(ConfigError, match="metrics.probe"):
+        MetricsConfig(probe=6).settings(5, 0.1)
+
+
+@pytest.mark.parametrize("depth, applies", [(1, False), (2, True), (3, True)])
+def test_mode_strength_applies_from_depth_two(depth, applies):
+    """mode_strength needs a deep linear net of depth N ≥ 2 on a task with singular modes (N = 2 is Saxe's case)."""
+    exp = build(make_cfg("model=deep_linear", f"model.depth={depth}", "task=linear_regression"))
+    reason = METRICS["mode_strength"].requires(exp.objective, exp.task)
+    assert (reason is None) == applies, reason
+
+
+def test_product_and_mode_strength_by_hand():
+    """product = w2·w1 of the vector case; mode_strength/α = u_αᵀ W₂W₁ v_α for the task's modes, per member (here
+    the modes of a 3×2 task: U (3, 2), V (2, 2), so two columns)."""
+    w1, w2 = t([[[1.0], [2.0]], [[0.5], [-1.0]]]), t([[[3.0, -1.0]], [[2.0, 4.0]]])  # (E, k, 1), (E, 1, k)
+    out = METRICS["product"].fn(snap(deep_linear(2, 2, 1, 1), {"W1": w1, "W2": w2}))
+    torch.testing.assert_close(out["product"], t([1.0, -3.0]), rtol=0, atol=0)
+    u, v = torch.linalg.qr(torch.randn(3, 2, dtype=F64))[0], torch.linalg.qr(torch.randn(2, 2, dtype=F64))[0]
+    task = SimpleNamespace(teacher=None, modes=lambda: (u, t([2.0, 1.0]), v))
+    params = {"W1": torch.randn(2, 4, 2, dtype=F64), "W2": torch.randn(2, 3, 4, dtype=F64)}
+    values, _ = METRICS["mode_strength"].fn(snap(deep_linear(2, 4, 2, 3), params, task=task), {})
+    expected = torch.einsum("oa,eoi,ia->ea", u, params["W2"] @ params["W1"], v)  # (E, r)
+    assert sorted(values) == ["mode_strength/1", "mode_strength/2"]
+    torch.testing.assert_close(torch.stack([values["mode_strength/1"], values["mode_strength/2"]], 1), expected)

@@ -175,6 +175,16 @@ def test_ref_activations_cover_registry():
     assert set(REF_ACT) == set(ACTIVATIONS)
 
 
+@pytest.mark.parametrize("name", sorted(REF_ACT))
+def test_activation_facts_hold(name):
+    """What each activation declares is true of its function: homogeneous iff σ(cz) = cσ(z) for c > 0, even iff
+    σ(−z) = σ(z), smooth iff it has no kink (relu and abs are the kinked ones), on a grid of z."""
+    act, z = ACTIVATIONS[name], torch.linspace(-3, 3, 61, dtype=F64)
+    assert act.homogeneous == all(torch.allclose(act.fn(c * z), c * act.fn(z), rtol=1e-14, atol=0) for c in (0.5, 3.0))
+    assert act.even == torch.allclose(act.fn(-z), act.fn(z), rtol=1e-14, atol=0)
+    assert act.smooth == (name not in ("relu", "abs"))
+
+
 def test_deep_linear_views():
     model, params, x, _ = _setup({"name": "deep_linear", "depth": 3, "width": 4}, 3, 2)
     mats = model.layer_matrices(params)

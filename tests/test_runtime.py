@@ -88,12 +88,13 @@ def test_cli_passes_the_launcher(monkeypatch, tmp_path, mode, launcher):
 
     from dynamics_bench import cli
 
-    hydra_cfg = OmegaConf.create({"runtime": {"output_dir": str(tmp_path)}, "launcher": {"n_jobs": 4}})
+    hydra_cfg = OmegaConf.create({"runtime": {"output_dir": str(tmp_path)}, "launcher": {"n_jobs": 4},
+                                  "overrides": {"task": ["trainer.steps=1"]}, "output_subdir": None})
     hydra_cfg.mode = RunMode[mode]
     monkeypatch.setattr(cli.HydraConfig, "get", staticmethod(lambda: hydra_cfg))
     passed = []
 
-    def run_experiment(experiment, out_dir, launcher):
+    def run_experiment(experiment, out_dir, launcher, **kwargs):
         passed.append(launcher)
         raise KeyboardInterrupt  # stop here: only the hand-over is under test
 

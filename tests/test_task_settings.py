@@ -246,6 +246,8 @@ DATASET_ERRORS = [  # (file name, its content (None: not written), section, the 
     ("d.csv", FRAME.assign(b=[3.0, None]), {}, "task.path", "x must be finite"),
     ("d.csv", FRAME.assign(a=[1.0, 0.0], b=[3.0, 0.0]), {"normalize_inputs": True}, "task.normalize_inputs",
      "x is zero in row(s) [1]"),
+    ("d.pt", {"x": torch.zeros(5, 2), "y": torch.zeros(5)}, {"normalize_inputs": True}, "task.normalize_inputs",
+     "x is zero in row(s) [0, 1, 2]:"),  # the first three named, not every one
 ]
 
 

@@ -486,6 +486,16 @@ def test_file_init_errors_name_the_path(tmp_path, content, message):
     assert err.key == "model.init_path" and message in str(err)
 
 
+def test_file_init_of_one_member(tmp_path):
+    """A file of one start (E = 1) is a start for a run of one member; E = 0 holds none."""
+    torch.save(_starts(e=1), tmp_path / "one.pt")
+    model = build_model({"name": "two_layer", "width": 3, "init": "file", "init_path": str(tmp_path / "one.pt")},
+                        input_dim=2, output_dim=1)
+    assert model.init_params(gens(range(1)))["w"].shape == (1, 3, 2)
+    err = _file_error(tmp_path, _starts(e=0), "ensemble.size=1")
+    assert err.key == "model.init_path" and "E >= 1" in str(err)
+
+
 def test_file_init_member_count_is_the_ensemble_size(tmp_path):
     err = _file_error(tmp_path, _starts(e=2), "ensemble.size=3")
     assert err.key == "ensemble.size" and "3" in str(err) and "holds 2" in str(err)

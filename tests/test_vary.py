@@ -17,7 +17,7 @@ import yaml
 
 from dynamics_bench import ConfigError
 from dynamics_bench.experiment import build
-from dynamics_bench.sinks import LoggerConfig
+from dynamics_bench.outputs import LoggerConfig
 from dynamics_bench.sweep import aggregate, figure, fit, metric_names
 from dynamics_bench.vary import parse_vary
 from tests.conftest import make_cfg, run_overrides

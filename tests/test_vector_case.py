@@ -93,8 +93,10 @@ SLOPES = [("mse", 1.0, -1.0), ("mse", -2.0, 2.0), ("quartic", 1.5, -1.5**3), ("l
 
 
 @pytest.mark.parametrize("loss,target,slope", SLOPES)
-def test_prepare_reads_the_slope_at_the_saddle(loss, target, slope):
-    model = build(make_cfg(*VECTOR, f"loss={loss}", f"task.target={target}")).objective.model
+@pytest.mark.parametrize("width", [1, 4])
+def test_prepare_reads_the_slope_at_the_saddle(loss, target, slope, width):
+    """f′(0) at any width, one hidden unit included."""
+    model = build(make_cfg(*VECTOR, f"loss={loss}", f"task.target={target}", f"model.width={width}")).objective.model
     assert model.saddle_slope == pytest.approx(slope, rel=1e-14)
     assert model.saddle_sign == (1 if slope > 0 else -1)
 

@@ -13,6 +13,8 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from dynamics_bench.memory import Factor, Need, count, require_memory
+
 STATE_DATA_MAX = 10**6  # state() holds x and y when x has at most this many entries (n·d)
 
 
@@ -66,6 +68,19 @@ class Task(ABC):
     def sample(self, generators: list[torch.Generator], n: int) -> tuple[Tensor, Tensor]:
         """Fresh samples per member: x (E, n, d), y (E, n, ...), member e drawn from generators[e] alone."""
         raise NotImplementedError(f"{type(self).__name__} has no online sampling")
+
+
+def check_draw(n: int, drawn: int, kept: int, *, dtype: torch.dtype, device: torch.device) -> None:
+    """ConfigError naming task.n, before a data set too large for memory is drawn: while drawing, `drawn` float64
+    numbers per sample on the CPU (the data and the draw's temporaries); then the `kept` numbers per sample (x and
+    y) in `dtype` on `device` (on the CPU a second copy unless they are float64 already)."""
+    samples, itemsize = count(n, "samples", "task.n"), torch.finfo(dtype).bits // 8
+    draw = Need("drawing the data", (samples, Factor(drawn, f"{drawn} numbers"), Factor(8, "8 bytes")))
+    data = Need("the data set", (samples, Factor(kept, f"{kept} numbers"), Factor(itemsize, f"{itemsize} bytes")))
+    cpu = torch.device("cpu")
+    if device.type != "cpu":
+        require_memory("task.n", n, [data], device)
+    require_memory("task.n", n, [draw, data] if device.type == "cpu" and dtype != torch.float64 else [draw], cpu)
 
 
 def data_state(x: Tensor, y: Tensor) -> dict[str, Tensor]:

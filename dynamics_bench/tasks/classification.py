@@ -18,7 +18,7 @@ from torch import Tensor
 
 from dynamics_bench.config import positive, require
 from dynamics_bench.models.base import gaussian
-from dynamics_bench.tasks.base import Task, data_state
+from dynamics_bench.tasks.base import Task, check_draw, data_state
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Classification(Task):
 
     def __init__(self, *, seed: int, labels: str, num_classes: int, input_dim: int, n: int, separation: float,
                  normalize_inputs: bool, dtype: torch.dtype, device: torch.device):
+        check_draw(n, 3 * input_dim + 2, input_dim + 1, dtype=dtype, device=device)  # x, the noise, the shift; y
         gen = torch.Generator().manual_seed(seed)
         self.input_dim, self.output_dim, self.num_classes = input_dim, num_classes, num_classes
         if labels == "random":

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from dynamics_bench.config import positive, require
 from dynamics_bench.models.base import gaussian, orthogonal
-from dynamics_bench.tasks.base import Task, nonzero_modes, target_state
+from dynamics_bench.tasks.base import Task, check_draw, nonzero_modes, target_state
 
 
 @dataclass
@@ -63,6 +63,8 @@ class LinearRegression(Task):
     def __init__(self, *, seed: int, input_dim: int, output_dim: int, n: int, rank: int | None,
                  singular_values: list[float] | None, whiten: bool, noise: float,
                  dtype: torch.dtype, device: torch.device):
+        # x (three times when whitened: the SVD's factor and the product), x Mᵀ, the noise and y
+        check_draw(n, 3 * input_dim + 3 * output_dim, input_dim + output_dim, dtype=dtype, device=device)
         gen = torch.Generator().manual_seed(seed)
         self.input_dim, self.output_dim, self.whitened = input_dim, output_dim, whiten
         if singular_values is not None:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from dynamics_bench.config import choice, positive, require
 from dynamics_bench.models.base import ACTIVATIONS, gaussian
-from dynamics_bench.tasks.base import Task, Teacher, data_state
+from dynamics_bench.tasks.base import Task, Teacher, check_draw, data_state
 
 
 @dataclass
@@ -68,6 +68,8 @@ class TeacherTask(Task):
     def __init__(self, *, seed: int, input_dim: int, teacher_width: int, teacher_activation: str,
                  teacher_norms: float | list[float], n: int, online: bool, noise: float, population: bool,
                  normalize_inputs: bool, dtype: torch.dtype, device: torch.device):
+        # x (twice when normalized), its teacher pre-activations and activations, y and its noise
+        check_draw(n, 2 * input_dim + 2 * teacher_width + 2, input_dim + 1, dtype=dtype, device=device)
         gen = torch.Generator().manual_seed(seed)
         self.input_dim, self.output_dim, self.online, self.noise = input_dim, 1, online, noise
         self.population, self.normalize_inputs = population, normalize_inputs
