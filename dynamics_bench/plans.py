@@ -47,7 +47,7 @@ class Plan:
 def hydra_run_dir(resume: str | None, default: str) -> str:
     """hydra.run.dir: a resume=PATH of an existing directory logs into it (its dynamics_bench.log, Hydra's records
     under RECORDS_ON_RESUME), anything else gets the default."""
-    return resume if resume not in (None, "auto") and Path(str(resume)).is_dir() else default
+    return resume if isinstance(resume, str) and resume not in ("", "auto") and Path(resume).is_dir() else default
 
 
 def job_run_dir(resume: Any, job_dir: Path, overrides: list[str], multirun: bool) -> Path:

@@ -95,6 +95,15 @@ def hparams_summaries(hparams: dict[str, Any], metrics: dict[str, float]) -> lis
             _plugin_summary(SESSION_END_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=end))]
 
 
+def _stamp(logdir: Path) -> int:
+    """The time in a new event file's name: now, or past every file already in logdir. Readers take a run's files
+    in name order, and a resumed run's file must come after the interrupted run's (within the same second, or from
+    a lower pid, it would not)."""
+    stamps = [int(part) for part in (p.name.split(".")[3] for p in logdir.glob("events.out.tfevents.*"))
+              if part.isdigit()]
+    return max([int(time.time()), *(t + 1 for t in stamps)])
+
+
 class EventWriter:
     """One TensorBoard run's event file in `logdir` (created if missing), named as SummaryWriter names them."""
 
@@ -105,7 +114,7 @@ class EventWriter:
         files at that step and after (a resumed run rewrites them)."""
         logdir = Path(logdir)
         logdir.mkdir(parents=True, exist_ok=True)
-        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(self._files)}"
+        name = f"events.out.tfevents.{_stamp(logdir):010d}.{socket.gethostname()}.{os.getpid()}.{next(self._files)}"
         self.file = open(logdir / name, "wb")
         self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
         if purge_step is not None:

@@ -209,7 +209,7 @@ def train(*, objective: Objective, params: Params, batches: Batches, schedule: S
     if resume is None:
         x, y = batches()
     else:  # a full batch draws nothing; a drawn stream goes on from its generators' states
-        x, y = (batches() if resume.x is None else (resume.x, resume.y))
+        x, y = batches() if resume.x is None else (resume.x, resume.y)
         batches.restore(resume.batches)
     loss_and_grad, compile_seconds = _grad_fn(objective, schedule, params, x, y)
     loss, grad = loss_and_grad(params, x, y) if resume is None else (resume.loss, resume.grad)

@@ -86,6 +86,13 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
      "limit, frozen = max(limit // 2, 1), freeze and size > 2 and not locate"):
         "two-member ensembles keep going back instead of freezing: both record the same (tests/test_loop.py), "
         "only the cost differs",
+    ("trainer.py", "limit = min(2 * limit, WINDOW)", "limit = min(3 * limit, WINDOW)"):
+        "windows regrow faster after a go-back: the same steps are taken, only the host reads fall elsewhere",
+    ("metrics/ntk.py", "BLOCK_BYTES = 256 * 2**20", "BLOCK_BYTES = 256 / 2**20"):
+        "a memory bound only: J is formed in blocks of one row instead of many, K is the same",
+    ("metrics/lojasiewicz.py", "positive = excess if excess > 0 else NAN",
+     "positive = excess if excess >= 0 else NAN"):
+        "at excess 0 both give NaN cells: _ratio(·, 0) is NaN",
 }
 
 BINOPS = {ast.Add: ("+", "-"), ast.Sub: ("-", "+"), ast.Mult: ("*", "/"), ast.Div: ("/", "*"),

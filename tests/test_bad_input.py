@@ -164,6 +164,11 @@ CASES = {
                            allowed="checkpoint.pt", via="cli"),
     "resume_with_override": case("resume={cwd}/prev", "model.width=3", key="model.width", value="3",
                                  allowed="resume", via="cli"),
+    "resume_finished": case("resume={cwd}/outputs/earlier", key="resume", value="earlier", allowed="finished",
+                            via="cli"),
+    "resume_empty": case("resume=", key="resume", value="''", allowed="run directory", via="cli"),
+    "fresh_run_over_a_checkpoint": case("hydra.run.dir={cwd}/prev", key="hydra.run.dir", value="prev",
+                                        allowed="resume=", via="cli"),
     # the disk and the aggregate
     "output_under_a_file": case("hydra.run.dir={cwd}/keep.txt/run", key="hydra.run.dir", value="keep.txt/run",
                                 allowed="director", via="cli"),
@@ -219,6 +224,7 @@ def prepare(cwd: Path, files: Path) -> None:
     earlier = cwd / "outputs" / "earlier"
     earlier.mkdir(parents=True)
     (earlier / "metrics.csv").write_text("step,t,member,loss\n0,0,0,1.0\n")
+    (earlier / "summary.json").write_text('{"status": "converged"}\n')
     (cwd / "empty").mkdir()
     if (files / "interrupted").is_dir():
         for name in ("prev", "prev_corrupt", "prev_foreign"):

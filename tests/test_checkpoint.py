@@ -186,6 +186,9 @@ def test_resume_auto_skips_finished_jobs_and_resumes_interrupted_ones(tmp_path):
     second = _cli(*common, "trainer.lr=0.02,0.04,0.06", "resume=auto", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert second.stdout.count("resuming") == 1 and second.stdout.count("writing to") == 2
+    for job in ("0", "1", "2"):  # Hydra's records of the first command where each job ran, the rerun's beside
+        assert (sweep / job / ".hydra" / "overrides.yaml").is_file()
+    assert (sweep / "0" / ".hydra-resume").is_dir() and not (sweep / "1" / ".hydra-resume").exists()
     third = _cli(*common, "trainer.lr=0.06,0.02,0.04", "resume=auto", cwd=tmp_path)
     assert third.returncode == 0, third.stderr
     skipped = [line for line in third.stdout.splitlines() if "skipped" in line]
@@ -202,3 +205,16 @@ def test_resume_auto_skips_finished_jobs_and_resumes_interrupted_ones(tmp_path):
     assert "resume" not in summary_job["config"]
     # the job's own overrides (as Hydra spells them), resume=auto left out
     assert [o.lower() for o in summary_job["overrides"]] == [*common[1:-1], "trainer.lr=0.02"]
+
+
+def test_resume_auto_records_a_refused_job_in_its_own_directory(tmp_path):
+    """Rerun with the values in another order, a job refused for its config is recorded failed in its own directory
+    (found by its overrides), never over another job's finished run, which is skipped."""
+    sweep = tmp_path / "sweep"
+    common = ["-m", *SMALL, "trainer.steps=20", f"hydra.sweep.dir={sweep}"]
+    assert _cli(*common, "trainer.lr=0.05,-1", cwd=tmp_path).returncode == 0
+    again = _cli(*common, "trainer.lr=-1,0.05", "resume=auto", cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("skipped") == 1
+    outcome = {json.loads((d / "job.json").read_text())["overrides"][-1]:
+               json.loads((d / "summary.json").read_text())["status"] for d in sweep.iterdir() if d.is_dir()}
+    assert outcome == {"trainer.lr=0.05": "max_steps", "trainer.lr=-1": "failed"}

@@ -14,7 +14,7 @@ import torch
 
 from dynamics_bench.config import ConfigError
 from dynamics_bench.losses import MSE, CrossEntropy, Logistic
-from dynamics_bench.clocks import FixedClock, GridSpec, log_steps
+from dynamics_bench.clocks import FixedClock, GridSpec, log_steps, log_times
 from dynamics_bench.metrics import METRICS, MetricsConfig, evaluate, select_metrics
 from dynamics_bench.trainers import GDConfig
 from dynamics_bench.metrics.alignment import LIVE_FRACTION
@@ -456,3 +456,38 @@ def test_product_and_mode_strength_by_hand():
     expected = torch.einsum("oa,eoi,ia->ea", u, params["W2"] @ params["W1"], v)  # (E, r)
     assert sorted(values) == ["mode_strength/1", "mode_strength/2"]
     torch.testing.assert_close(torch.stack([values["mode_strength/1"], values["mode_strength/2"]], 1), expected)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_manifold_distance_by_hand(sign):
+    """manifold_distance = ‖w1 − s·w2ᵀ‖, s = sign f′(0): 0 on the centre-stable manifold, δ at w1 = s·w2ᵀ + δv."""
+    model = deep_linear(2, 2, 1, 1)
+    model.saddle_sign = sign
+    w2 = t([[[3.0, -0.5]], [[0.25, 2.0]]])  # (E, 1, k)
+    w1 = sign * w2.transpose(1, 2) + t([[[0.0], [0.0]], [[0.6], [0.8]]])  # member 1 at δ = 1 along (0.6, 0.8)
+    out = METRICS["manifold_distance"].fn(snap(model, {"W1": w1, "W2": w2}))
+    torch.testing.assert_close(out["manifold_distance"], t([0.0, 1.0]), rtol=1e-15, atol=1e-15)
+
+
+def test_log_times_of_a_horizon_within_one_step():
+    """t_max ≤ h: the grid is 0 and t_max, nothing past t_max; else `points` times from 0 to t_max exactly."""
+    assert log_times(0.5, 0.2, 10) == [0.0, 0.2]
+    grid = log_times(0.01, 3.0, 10)
+    assert len(grid) == 10 and grid[0] == 0.0 and grid[-1] == 3.0 and grid == sorted(grid)
+
+
+def test_lanczos_memory_check_counts_members_steps_and_parameters(monkeypatch):
+    """Above hessian_dense_max the Lanczos basis, E × steps × P numbers, must fit in half the free memory."""
+    from dynamics_bench.metrics import hessian
+
+    settings = MetricsConfig(hessian_dense_max=10, lanczos_steps=30).settings(8, 0.1)
+    need = 4 * 30 * 1000 * 8  # E × steps × P × 8 bytes
+    for free, refused in ((2 * need, False), (2 * need - 2, True)):
+        monkeypatch.setattr(hessian, "free_memory", lambda device, free=free: free)
+        if not refused:
+            hessian.check_memory(parameters=1000, members=4, settings=settings, device=torch.device("cpu"),
+                                 dtype=torch.float64)
+            continue
+        with pytest.raises(ConfigError, match="metrics.lanczos_steps"):
+            hessian.check_memory(parameters=1000, members=4, settings=settings, device=torch.device("cpu"),
+                                 dtype=torch.float64)

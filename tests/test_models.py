@@ -185,6 +185,19 @@ def test_activation_facts_hold(name):
     assert act.smooth == (name not in ("relu", "abs"))
 
 
+@pytest.mark.parametrize("name", sorted(n for n in REF_ACT if ACTIVATIONS[n].potential is not None))
+def test_activation_potential_solves_its_equation(name):
+    """H' = 2σ/σ' (what makes a² − H(w) conserved on the single input x = 1), by autograd on z in ±[0.1, 3] (relu:
+    z > 0 only, where σ' ≠ 0)."""
+    act = ACTIVATIONS[name]
+    z = torch.cat([torch.linspace(-3, -0.1, 30, dtype=F64), torch.linspace(0.1, 3, 30, dtype=F64)])
+    z = z[z > 0] if name == "relu" else z
+    z.requires_grad_(True)
+    (slope,) = torch.autograd.grad(act.fn(z).sum(), z)
+    (h_slope,) = torch.autograd.grad(act.potential(z).sum(), z)
+    torch.testing.assert_close(h_slope, 2 * act.fn(z).detach() / slope, rtol=1e-9, atol=0)
+
+
 def test_deep_linear_views():
     model, params, x, _ = _setup({"name": "deep_linear", "depth": 3, "width": 4}, 3, 2)
     mats = model.layer_matrices(params)

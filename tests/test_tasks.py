@@ -202,3 +202,26 @@ def test_activation_registry_is_used():
         torch.testing.assert_close(y[:, 0], REF_ACT[act](x @ task.teacher.weights.T).sum(-1), rtol=1e-14, atol=1e-15,
                                    msg=act)
     assert set(ACTIVATIONS) == set(REF_ACT)
+
+
+@pytest.mark.parametrize("section", [{"name": "teacher", "input_dim": 4, "teacher_width": 3, "n": 16},
+                                     {"name": "classification", "input_dim": 5, "n": 16},
+                                     {"name": "linear_regression", "input_dim": 4, "output_dim": 3, "n": 16}])
+def test_draw_check_counts_the_numbers_kept_per_sample(section, monkeypatch):
+    """The memory check before a draw counts what the data set keeps per sample, x's and y's numbers, exactly,
+    and at least as many while drawing."""
+    seen = []
+    module = __import__(f"dynamics_bench.tasks.{section['name']}", fromlist=["check_draw"])
+    monkeypatch.setattr(module, "check_draw", lambda n, drawn, kept, **kw: seen.append((n, drawn, kept)))
+    task = build_task(section, dtype=torch.float64, device=torch.device("cpu"))
+    x, y = task.data()
+    assert seen == [(16, seen[0][1], x.shape[1] + y[0].numel())] and seen[0][1] >= seen[0][2]
+
+
+def test_draw_check_names_task_n_and_each_number():
+    from dynamics_bench.tasks.base import check_draw
+
+    with pytest.raises(ConfigError) as info:  # float32 on the CPU: the draw in float64, then a float32 copy
+        check_draw(10**13, 20, 6, dtype=torch.float32, device=torch.device("cpu"))
+    message = str(info.value)
+    assert info.value.key == "task.n" and "20 numbers × 8 bytes" in message and "6 numbers × 4 bytes" in message

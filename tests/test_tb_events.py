@@ -3,6 +3,8 @@ both read back the same through TensorBoard's own EventAccumulator; the record c
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -75,3 +77,13 @@ def test_writers_in_one_directory_get_their_own_files(tmp_path):
     first.close(), second.close()
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
     assert sorted(load(tmp_path).Tags()["scalars"]) == ["a", "b"]
+
+
+def test_a_later_writer_sorts_after_the_files_already_there(tmp_path):
+    """Readers take a run's event files in name order: a resumed run's file (a purge step) must come after the
+    interrupted run's, even one written later within the same second or by a lower pid."""
+    earlier = tmp_path / f"events.out.tfevents.{int(time.time()) + 100:010d}.host.99999.7"
+    earlier.write_bytes(b"")
+    writer = EventWriter(tmp_path, purge_step=5)
+    writer.close()
+    assert sorted(p.name for p in tmp_path.iterdir())[-1] == Path(writer.file.name).name
