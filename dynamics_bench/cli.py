@@ -110,8 +110,10 @@ def _hydra_entry(cfg: DictConfig) -> None:
             _settle_records(job_dir, directory, hydra_cfg.output_subdir)
             _say(f"dynamics-bench: config error: {exc}", error=True)
             record_job(directory, overrides)
-            write_failed(directory, exc, OmegaConf.to_container(cfg, resolve=False), overrides=overrides)
+            config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "resume"}
+            write_failed(directory, exc, config, overrides=overrides)
             return
+        _log_into(job_dir, todo.run_dir)  # a sweep job beside another config's checkpoint
         _settle_records(job_dir, todo, hydra_cfg.output_subdir)
         _run(todo, hydra_cfg, multirun)
     finally:

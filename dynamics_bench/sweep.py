@@ -766,3 +766,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{args.window:g} decade(s) of t{reach}")
         print(show(fits))
         print(f"wrote {root / ('fit_' + metric.replace('/', '_') + '.csv')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -218,3 +218,19 @@ def test_resume_auto_records_a_refused_job_in_its_own_directory(tmp_path):
     outcome = {json.loads((d / "job.json").read_text())["overrides"][-1]:
                json.loads((d / "summary.json").read_text())["status"] for d in sweep.iterdir() if d.is_dir()}
     assert outcome == {"trainer.lr=0.05": "max_steps", "trainer.lr=-1": "failed"}
+
+
+def test_sweep_job_beside_another_configs_checkpoint(tmp_path):
+    """A sweep rerun (no resume) whose job directory holds another config's checkpoint leaves that run as it is
+    and runs beside it, with its own log and records; the same config's checkpoint would be resumed (requeue)."""
+    sweep = tmp_path / "sweep"
+    common = ["-m", *SMALL, "trainer.steps=200", "checkpoint.every_steps=50", f"hydra.sweep.dir={sweep}"]
+    first = _cli(*common, "trainer.lr=0.02", cwd=tmp_path, env={TEST_HOOK: "sigterm@100"})
+    assert first.returncode == 128 + signal.SIGTERM
+    before = {p: p.read_bytes() for p in (sweep / "0").rglob("*") if p.is_file()}
+    second = _cli(*common, "trainer.lr=0.04", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert {p: p.read_bytes() for p in (sweep / "0").rglob("*") if p.is_file()} == before
+    beside = sweep / "0-1"
+    assert json.loads((beside / "summary.json").read_text())["status"] == "max_steps"
+    assert "writing to" in (beside / "dynamics_bench.log").read_text() and (beside / ".hydra").is_dir()
