@@ -106,18 +106,23 @@ def _hydra_entry(cfg: DictConfig) -> None:
                 print(f"dynamics-bench: config error: {exc}", file=sys.stderr)
                 _discard(job_dir)
                 sys.exit(2)
-            # record this job as failed, in its own directory, and let the sweep go on
-            _settle_records(job_dir, directory, hydra_cfg.output_subdir)
-            _say(f"dynamics-bench: config error: {exc}", error=True)
-            record_job(directory, overrides)
-            config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "resume"}
-            write_failed(directory, exc, config, overrides=overrides)
+            _record_failed(exc, cfg, job_dir, directory, overrides, hydra_cfg.output_subdir)
             return
         _log_into(job_dir, todo.run_dir)  # a sweep job beside another config's checkpoint
         _settle_records(job_dir, todo, hydra_cfg.output_subdir)
         _run(todo, hydra_cfg, multirun)
     finally:
         logging.captureWarnings(False)
+
+
+def _record_failed(exc: ConfigError, cfg: DictConfig, job_dir: Path, directory: Path, overrides: list[str],
+                   records: str | None) -> None:
+    """A sweep job refused for its config: recorded as failed in its own directory, and the sweep goes on."""
+    _settle_records(job_dir, directory, records)
+    _say(f"dynamics-bench: config error: {exc}", error=True)
+    record_job(directory, overrides)
+    config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "resume"}
+    write_failed(directory, exc, config, overrides=overrides)
 
 
 def _run(todo: Plan, hydra_cfg: DictConfig, multirun: bool) -> None:
