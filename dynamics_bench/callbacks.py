@@ -6,7 +6,6 @@ module is imported at every start-up (single runs too): it imports nothing heavy
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,20 +13,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-FAILED = "failed"  # summary.json's status of a job that raised or was refused
+from dynamics_bench.status import FAILED, read_summary
+
 ALL_FAILED_EXIT = 1  # Hydra's own exit code for a failed multirun
 
 
 def job_statuses(sweep_dir: Path) -> list[str | None]:
     """The status in every summary.json under the sweep directory (None where one cannot be read)."""
-    return [_status(path) for path in sorted(sweep_dir.rglob("summary.json"))]
-
-
-def _status(path: Path) -> str | None:
-    try:
-        return json.loads(path.read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return [(read_summary(path.parent) or {}).get("status") for path in sorted(sweep_dir.rglob("summary.json"))]
 
 
 class SweepOutcome(Callback):

@@ -34,6 +34,7 @@ from dynamics_bench.objective import Objective, ObjectiveConfig, build_objective
 from dynamics_bench.outputs import LoggerConfig, RunFiles
 from dynamics_bench.recorder import Recorder
 from dynamics_bench.memory import check_memory
+from dynamics_bench.status import INTERRUPTED
 from dynamics_bench.runtime import (Launcher, Runtime, apply_runtime, parse_runtime, peak_memory_bytes, step_work,
                                     torch_settings)
 from dynamics_bench.tasks import build_task
@@ -291,9 +292,11 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]],
-             drift_max: list[float | None], metric_seconds: dict[str, float]) -> dict[str, Any]:
+             drift_max: list[float | None], metric_seconds: dict[str, float],
+             provenance: dict[str, Any]) -> dict[str, Any]:
     """rows: each member's last written metrics row (its stop row, or the end's); drift_max: each member's largest
-    imbalance_drift_rel logged (None without the metric). The outcome (status, steps, t,
+    imbalance_drift_rel logged (None without the metric); provenance: :func:`provenance`'s, taken at the
+    start. The outcome (status, steps, t,
     final loss, time to target, rejected steps) is stated for the whole batch and, in `combinations`, for each
     combination's members alone, as its multirun job would state it; the cost (seconds, iterations, gradient
     evaluations, memory) is the process's."""
@@ -317,7 +320,7 @@ def _summary(exp: Experiment, result: TrainResult, rows: list[dict[str, float]],
         "iterations": result.iterations, "grad_evals": result.grad_evals, "ensemble_size": exp.ensemble_size,
         "device": str(exp.device), "dtype": str(exp.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(), "peak_memory_bytes": peak_memory_bytes(exp.device),
-        "versions": versions(), "git_revision": git_revision(), "config": exp.config,
+        **provenance, "config": exp.config,
         "combinations": _combinations(exp.sweep, members, drift_max), "members": members,
     }
 
@@ -356,11 +359,17 @@ def _final(members: list[dict[str, Any]]) -> dict[str, float | None]:
             "time_to_target": None if None in times else max(times)}  # when the last member got there
 
 
+def provenance() -> dict[str, Any]:
+    """What wrote a run: the versions of the packages and the source's git revision (two git calls: once a run)."""
+    return {"versions": versions(), "git_revision": git_revision()}
+
+
 def write_failed(out_dir: str | Path, exc: Exception, config: dict[str, Any], wall_seconds: float = 0.0,
-                 overrides: list[str] | None = None) -> None:
-    """summary.json of a run that raised: status failed, the reason, and what is needed to reproduce it."""
+                 overrides: list[str] | None = None, written_by: dict[str, Any] | None = None) -> None:
+    """summary.json of a run that raised: status failed, the reason, and what is needed to reproduce it
+    (`written_by`: the run's provenance, if taken already)."""
     RunFiles(out_dir).write_failed(exc, config, {"wall_seconds": wall_seconds, "overrides": overrides,
-                                                 "versions": versions(), "git_revision": git_revision()})
+                                                 **(written_by or provenance())})
 
 
 def init_params(exp: Experiment) -> Params:
@@ -443,13 +452,12 @@ def _train_and_write(exp: Experiment, files: RunFiles, resume: dict[str, Any] | 
     recorder = Recorder(files.root, exp.metrics, heavy_every=exp.metrics_config.heavy_every, sweep=exp.sweep,
                         logger=exp.logger, save_params=exp.metrics_config.save_params,
                         resume=None if resume is None else (resume["recorder"], resume["iteration"]))
-    signals = Signals()
+    signals, written_by = Signals(), provenance()
     try:
         if resume is None:
             files.write_task(exp.task.state())  # what the task drew, before any work
         params0 = init_params(exp) if resume is None else resume["params0"]
-        written = {"config": exp.config, "overrides": overrides, "versions": versions(),
-                   "git_revision": git_revision()}
+        written = {"config": exp.config, "overrides": overrides, **written_by}
 
         def extra() -> dict[str, Any]:  # a checkpoint's part besides the loop's
             return {**written, "params0": params0, "recorder": recorder.state_dict(),
@@ -459,13 +467,13 @@ def _train_and_write(exp: Experiment, files: RunFiles, resume: dict[str, Any] | 
                                         0 if resume is None else resume["iteration"])
             result = _train(exp, params0, recorder, checkpointer, resume)
         result.wall_seconds += before
-        return _finish(exp, files, result, recorder, overrides)
+        return _finish(exp, files, result, recorder, overrides, written_by)
     except RunInterrupted as stop:
-        files.write_summary(_interrupted(exp, files, stop, overrides, before + time.time() - started))
+        files.write_summary(_interrupted(exp, files, stop, overrides, before + time.time() - started, written_by))
         signals.chain()  # after the checkpoint and the summary: submitit's handler requeues the job and exits
         raise
     except Exception as exc:
-        write_failed(files.root, exc, exp.config, before + time.time() - started, overrides)
+        write_failed(files.root, exc, exp.config, before + time.time() - started, overrides, written_by)
         raise
     finally:
         recorder.close()
@@ -494,12 +502,12 @@ def _train(exp: Experiment, params0: Params, recorder: Recorder, checkpointer: C
 
 
 def _finish(exp: Experiment, files: RunFiles, result: TrainResult, recorder: Recorder,
-            overrides: list[str] | None) -> dict[str, Any]:
+            overrides: list[str] | None, written_by: dict[str, Any]) -> dict[str, Any]:
     """The finished run's files: final_params.pt, summary.json, TensorBoard's hparams; the checkpoint deleted
     (unless checkpoint.keep). Returns the summary."""
     files.write_final_params(result.params)
-    summary = {**_summary(exp, result, recorder.last_rows, recorder.drift_max, recorder.evaluator.seconds),
-               "overrides": overrides}
+    summary = {**_summary(exp, result, recorder.last_rows, recorder.drift_max, recorder.evaluator.seconds,
+                          written_by), "overrides": overrides}
     files.write_summary(summary)
     if recorder.tb is not None:
         _write_hparams(recorder, exp, summary)
@@ -509,13 +517,13 @@ def _finish(exp: Experiment, files: RunFiles, result: TrainResult, recorder: Rec
 
 
 def _interrupted(exp: Experiment, files: RunFiles, stop: RunInterrupted, overrides: list[str] | None,
-                 wall_seconds: float) -> dict[str, Any]:
+                 wall_seconds: float, written_by: dict[str, Any]) -> dict[str, Any]:
     """summary.json of a run stopped by a signal: where its checkpoint is and how to resume it."""
     saved = files.checkpoint.is_file()
-    return {"status": "interrupted", "signal": signal.Signals(stop.signum).name,
+    return {"status": INTERRUPTED, "signal": signal.Signals(stop.signum).name,
             "checkpoint": files.checkpoint.name if saved else None,
             "resume": resume_command(files.root) if saved else None, "wall_seconds": wall_seconds,
-            "overrides": overrides, "versions": versions(), "git_revision": git_revision(), "config": exp.config}
+            "overrides": overrides, **written_by, "config": exp.config}
 
 
 def resume_command(run_dir: Path) -> str:

@@ -78,7 +78,8 @@ def _read_int(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _meminfo_available() -> int | None:
+def meminfo_available() -> int | None:
+    """The kernel's MemAvailable in bytes (Linux), or None where there is no /proc/meminfo."""
     try:
         lines = MEMINFO.read_text().splitlines()
     except OSError:
@@ -103,7 +104,7 @@ def available_memory(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    known = [v for v in (_meminfo_available(), _cgroup_room()) if v is not None]
+    known = [v for v in (meminfo_available(), _cgroup_room()) if v is not None]
     if not known and hasattr(os, "sysconf") and "SC_AVPHYS_PAGES" in os.sysconf_names:
         known = [os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")]
     return min(known, default=sys.maxsize)

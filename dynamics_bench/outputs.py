@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 
 from dynamics_bench.config import ConfigError, require
+from dynamics_bench.status import FAILED
 
 TB_MEMBERS, TB_COMBINATIONS = 4, 64  # tb_members' defaults: members, or ensemble.vary's combinations
 
@@ -169,7 +170,6 @@ class ParamsSink:
 
 
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "dynamics_bench.checkpoint", 1
-FINISHED = ("converged", "diverged", "max_steps", "step_budget")  # a summary status that ends a run
 # what a run writes: a fresh start in a directory that held another attempt removes these first
 OUTPUTS = ("metrics.csv", "summary.json", "final_params.pt", "task.pt", "checkpoint.pt", "tb", "params")
 
@@ -209,14 +209,6 @@ def save_torch(path: Path, obj: Any) -> None:
     write_atomic(path, lambda f: torch.save(obj, f))
 
 
-def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """run_dir's summary.json, or None if it has none or it cannot be read."""
-    try:
-        return json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 class RunFiles:
     """The files of the run in `root`."""
 
@@ -250,7 +242,7 @@ class RunFiles:
     def write_failed(self, exc: BaseException, config: dict[str, Any], extra: dict[str, Any]) -> None:
         """summary.json of a run that raised: status failed, the reason, and what is needed to reproduce it."""
         self.create()
-        self.write_summary({"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
+        self.write_summary({"status": FAILED, "reason": f"{type(exc).__name__}: {exc}",
                             "traceback": traceback.format_exc(), **extra, "config": config})
 
     def save_checkpoint(self, payload: dict[str, Any], before_rename: Callable[[bytes], None] | None = None) -> None:

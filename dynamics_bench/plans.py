@@ -21,8 +21,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from dynamics_bench.config import ConfigError, require
-from dynamics_bench.experiment import Experiment, build, git_revision, run_experiment, to_plain, versions
-from dynamics_bench.outputs import FINISHED, RunFiles, read_summary, write_json
+from dynamics_bench.experiment import Experiment, build, provenance, run_experiment, to_plain
+from dynamics_bench.outputs import RunFiles, write_json
+from dynamics_bench.status import OUTCOMES, read_summary
 
 JOB_RECORD = "job.json"  # the overrides a run was started with: how resume=auto finds a job's directory
 RECORDS_ON_RESUME = ".hydra-resume"  # Hydra's records of a command that continues a run (the first run's stay)
@@ -91,7 +92,7 @@ def _fresh(experiment: Experiment, job_dir: Path, overrides: list[str], multirun
 def _path(path: Path) -> Plan:
     require(path.is_dir(), "resume", str(path), "no such run directory")
     status = (read_summary(path) or {}).get("status")
-    require(status not in FINISHED, "resume", str(path), f"holds a finished run (status {status}): nothing to "
+    require(status not in OUTCOMES, "resume", str(path), f"holds a finished run (status {status}): nothing to "
                                                          "resume")
     files = RunFiles(path)
     checkpoint = files.load_checkpoint()
@@ -103,7 +104,7 @@ def _path(path: Path) -> Plan:
 
 def _auto(plain: dict[str, Any], run_dir: Path, overrides: list[str]) -> Plan:
     summary = read_summary(run_dir) or {}
-    if summary.get("status") in FINISHED:
+    if summary.get("status") in OUTCOMES:
         return Plan(run_dir, overrides, finished=summary["status"])
     experiment = build(plain)
     files = RunFiles(run_dir)
@@ -118,7 +119,8 @@ def _checked(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint, with a warning if another version of the code (or of torch, ...) wrote it: the resumed run
     would mix two versions, and summary.json names only the last."""
     then = {**checkpoint.get("versions", {}), "git_revision": checkpoint.get("git_revision")}
-    now = {**versions(), "git_revision": git_revision()}
+    written_by = provenance()
+    now = {**written_by["versions"], "git_revision": written_by["git_revision"]}
     changed = {k: (then.get(k), v) for k, v in now.items() if then.get(k) != v}
     if changed:
         warnings.warn("resuming a checkpoint written by other versions: " + ", ".join(

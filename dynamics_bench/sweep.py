@@ -37,6 +37,7 @@ import yaml
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from dynamics_bench.status import FAILED, INTERRUPTED, read_summary
 from dynamics_bench.theory.fits import exponential, fit_window, power_law, time_to_reach
 
 RUN_FIELDS = ["status", "steps", "t", "final_loss", "time_to_target", "invariant_drift_max", "wall_seconds",
@@ -54,7 +55,7 @@ POOLED = {"seed"}  # runs differing only in these overrides are members of one c
 CURVE = ["run", "member"]  # what names a curve (a member of a run) in the tables below
 VARY = "ensemble.vary"  # an override whose values become each member's own columns
 UNMATCHED = {"resume"}  # overrides that do not tell jobs apart (a rerun with resume=auto is the same sweep)
-FINISHED, FAILED, INTERRUPTED, KILLED, MISSING = "finished", "failed", "interrupted", "killed", "missing"
+FINISHED, KILLED, MISSING = "finished", "killed", "missing"  # besides status.FAILED and status.INTERRUPTED
 STATES = [FINISHED, FAILED, INTERRUPTED, KILLED, MISSING]  # a job's state, in the report's order
 UNFINISHED = {FAILED, INTERRUPTED}  # summary.json statuses that are no outcome (converged, max_steps, ...)
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # whose jobs multirun.yaml spells out
@@ -128,14 +129,6 @@ def _value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def _summary(run_dir: Path) -> dict[str, Any] | None:
-    """summary.json, or None where the run has none it could finish writing (killed, or still running)."""
-    try:
-        return json.loads((run_dir / "summary.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 @dataclass
 class Run:
     """A run directory as the tables read it, each file once: summary.json (None: the run wrote none), Hydra's
@@ -149,7 +142,7 @@ class Run:
 
     @classmethod
     def read(cls, run_dir: Path) -> Run:
-        summary = _summary(run_dir)
+        summary = read_summary(run_dir)  # None: killed, or still running
         config, file = (summary or {}).get("config"), run_dir / ".hydra" / "config.yaml"
         if config is None and file.exists():
             config = _yaml(file.read_text())

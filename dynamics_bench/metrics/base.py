@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from dynamics_bench.memory import meminfo_available
 from dynamics_bench.models.base import Model, Params, per_member
 from dynamics_bench.objective import Objective
 from dynamics_bench.tasks.base import Task
@@ -136,14 +137,7 @@ def free_memory(device: torch.device) -> int | None:
     """Bytes free on `device` now (CUDA: the driver's count; CPU: MemAvailable on Linux), or None if unknown."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as info:
-            for line in info:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return meminfo_available()
 
 
 def finite_members_only(decompose: Callable[[Tensor], Tensor], matrices: Tensor) -> Tensor:
